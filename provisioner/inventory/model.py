@@ -1,0 +1,518 @@
+"""The site an operator describes: typed, defaulted and checked field by field.
+
+Cross-field rules (uniqueness, subnets, quorum, bundle requirements) live in
+``checks.py``; this module only makes each value well-formed on its own, so that the
+checks can rely on normalised types (netaddr addresses, lower-case MACs).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import netaddr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+
+from ..bundles import BUNDLES
+
+DEFAULT_TALOS_VERSION = "v1.11.6"
+DEFAULT_KUBERNETES_VERSION = "1.34.1"
+DEFAULT_COZYSTACK_VERSION = "v0.41.11"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_TALOS_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$")
+
+
+def _ip(value: Any) -> netaddr.IPAddress:
+    if isinstance(value, netaddr.IPAddress):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address, got {type(value).__name__}")
+    try:
+        return netaddr.IPAddress(value, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError):
+        raise ValueError(f"{value!r} is not a valid IP address") from None
+
+
+def _net(value: Any) -> netaddr.IPNetwork:
+    if isinstance(value, netaddr.IPNetwork):
+        return value
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"{value!r} is not a network in CIDR form (like 10.0.0.0/24)")
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, ValueError):
+        raise ValueError(f"{value!r} is not a valid network") from None
+    if net.ip != net.network:
+        raise ValueError(f"{value!r} has host bits set; the network is {net.cidr}")
+    return net
+
+
+def _range(value: Any) -> netaddr.IPRange:
+    if isinstance(value, netaddr.IPRange):
+        return value
+    if not isinstance(value, str) or "-" not in value:
+        raise ValueError(f"{value!r} is not an address range (like 10.0.0.100-10.0.0.150)")
+    first, _, last = value.partition("-")
+    a, b = _ip(first.strip()), _ip(last.strip())
+    if a.version != b.version or a > b:
+        raise ValueError(f"{value!r}: the first address must not be after the last")
+    return netaddr.IPRange(a, b)
+
+
+def _mac(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a MAC address like 52:54:00:12:34:56")
+    try:
+        eui = netaddr.EUI(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValueError(f"{value!r} is not a valid MAC address") from None
+    if eui.version != 48:
+        raise ValueError(f"{value!r} is not a 48-bit MAC address")
+    eui.dialect = netaddr.mac_unix_expanded
+    return str(eui).lower()
+
+
+def _uuid(value: Any) -> str:
+    import uuid
+
+    if not isinstance(value, str):
+        raise ValueError("expected an SMBIOS UUID like 4c4c4544-0042-3510-8052-b4c04f4d3732")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid UUID") from None
+
+
+IP = Annotated[netaddr.IPAddress, BeforeValidator(_ip), PlainSerializer(str, return_type=str)]
+Network = Annotated[netaddr.IPNetwork, BeforeValidator(_net), PlainSerializer(str, return_type=str)]
+Range = Annotated[
+    netaddr.IPRange,
+    BeforeValidator(_range),
+    PlainSerializer(lambda r: f"{r[0]}-{r[-1]}", return_type=str),
+]
+MAC = Annotated[str, BeforeValidator(_mac)]
+UUID = Annotated[str, BeforeValidator(_uuid)]
+
+
+class Model(BaseModel):
+    """Unknown keys are errors: a typo must never silently drop a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class SecretRef(str):
+    """A reference to a secret (``env:VAR`` or ``file:PATH``), never the secret itself.
+
+    The inventory is committed to git; passwords are not. ``resolve`` reads the value
+    only at the moment a driver needs it, and errors name the reference, not the value.
+    """
+
+    __slots__ = ()
+
+    @property
+    def scheme(self) -> str:
+        return self.split(":", 1)[0]
+
+    @property
+    def target(self) -> str:
+        return self.split(":", 1)[1]
+
+    def resolve(self, base_dir: Path | None = None) -> str:
+        import os
+
+        from ..errors import InputError
+
+        if self.scheme == "env":
+            value = os.environ.get(self.target)
+            if value is None:
+                raise InputError(f"secret reference {self}: environment variable {self.target} is not set")
+            return value
+        path = Path(self.target)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise InputError(f"secret reference {self}: cannot read {path}: {exc.strerror}") from None
+
+
+def _secret_ref(value: Any) -> SecretRef:
+    if not isinstance(value, str) or not re.match(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$", value):
+        raise ValueError(
+            "must be a reference, env:VARIABLE or file:PATH; put the password itself in the "
+            "environment or a secrets file, never in the inventory"
+        )
+    return SecretRef(value)
+
+
+SecretReference = Annotated[SecretRef, BeforeValidator(_secret_ref), PlainSerializer(str, return_type=str)]
+
+
+class BundleName(StrEnum):
+    PAAS_FULL = "paas-full"
+    PAAS_HOSTED = "paas-hosted"
+    DISTRO_FULL = "distro-full"
+    DISTRO_HOSTED = "distro-hosted"
+
+
+class ConfigDelivery(StrEnum):
+    URL = "url"  # nodes fetch their config at boot through talos.config=
+    APPLY = "apply"  # nodes boot into maintenance mode and receive it over the Talos API
+
+
+class Role(StrEnum):
+    CONTROLPLANE = "controlplane"
+    WORKER = "worker"
+
+
+class BootMode(StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class BMCProtocol(StrEnum):
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+
+
+class DHCPMode(StrEnum):
+    RESERVATIONS = "reservations"  # this tool's dnsmasq answers known MACs only
+    PROXY = "proxy"  # the site runs DHCP; dnsmasq only adds boot options
+
+
+class Talos(Model):
+    version: str = DEFAULT_TALOS_VERSION
+    installer_image: str | None = None  # default: Cozystack's Talos build for the version
+    schematic: dict[str, Any] = Field(default_factory=lambda: {"customization": {}})
+    config_delivery: ConfigDelivery = ConfigDelivery.URL
+    extra_kernel_args: list[str] = Field(default_factory=list)
+    config_patches: list[str] = Field(default_factory=list)  # files relative to the inventory
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        m = _TALOS_VERSION.match(v)
+        if not m:
+            raise ValueError(f"{v!r} is not a Talos version like v1.11.6")
+        if (int(m[1]), int(m[2])) < (1, 11):
+            raise ValueError(f"Talos {v} is not supported; use v1.11 or newer")
+        return v
+
+    @property
+    def minor(self) -> tuple[int, int]:
+        m = _TALOS_VERSION.match(self.version)
+        assert m is not None
+        return int(m[1]), int(m[2])
+
+    @property
+    def installer(self) -> str:
+        return self.installer_image or f"ghcr.io/cozystack/cozystack/talos:{self.version}"
+
+
+class Timeouts(Model):
+    """Seconds each wait may take before the node is power-cycled or marked failed."""
+
+    bmc_command: float = Field(default=20.0, gt=0)
+    boot: float = Field(default=900.0, gt=0)  # power on -> config fetched / maintenance API up
+    install: float = Field(default=1800.0, gt=0)  # config applied -> installed OS answers
+    etcd: float = Field(default=900.0, gt=0)
+    boot_retries: int = Field(default=2, ge=0, le=10)
+
+
+class Cluster(Model):
+    name: str
+    bundle: BundleName
+    root_host: str | None = None
+    api_server_endpoint: str | None = None  # default https://<vip>:6443
+    talos: Talos = Field(default_factory=Talos)
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    cozystack_version: str = DEFAULT_COZYSTACK_VERSION
+    cluster_domain: str = "cozy.local"
+    state_dir: str | None = None  # default state/<cluster name>
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+        return v
+
+    @field_validator("root_host", "cluster_domain")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and not _HOSTNAME.match(v):
+            raise ValueError(f"{v!r} is not a valid DNS name")
+        return v
+
+    @field_validator("api_server_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https://[^/\s:]+(:\d{1,5})?/?$", v):
+            raise ValueError(f"{v!r} must look like https://<host or IP>:6443")
+        return v
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _k8s(cls, v: str) -> str:
+        v = v.removeprefix("v")
+        if not re.match(r"^\d+\.\d+\.\d+$", v):
+            raise ValueError(f"{v!r} is not a Kubernetes version like 1.34.1")
+        return v
+
+    @property
+    def bundle_spec(self) -> Any:
+        return BUNDLES[self.bundle.value]
+
+
+class DHCP(Model):
+    mode: DHCPMode = DHCPMode.RESERVATIONS
+    # Addresses handed to machines that are not in the inventory; none by default, so an
+    # unknown machine never boots anything from this site.
+    range: Range | None = None
+    lease_time: str = "1h"
+
+
+class Management(Model):
+    subnet: Network
+    gateway: IP
+    dns: list[IP] = Field(default_factory=list)
+    ntp: list[str] = Field(default_factory=list)
+    vip: IP | None = None
+    dhcp: DHCP = Field(default_factory=DHCP)
+    mtu: int = Field(default=1500, ge=576, le=9216)
+
+
+class MetalLB(Model):
+    range: Range
+
+
+class Netboot(Model):
+    server: IP  # the address nodes reach dnsmasq/TFTP/HTTP on
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    interface: str | None = None  # where dnsmasq listens; default: the one holding `server`
+
+
+class Networks(Model):
+    management: Management
+    pod_cidr: Network = Field(default_factory=lambda: _net("10.244.0.0/16"))
+    pod_gateway: IP = Field(default_factory=lambda: _ip("10.244.0.1"))
+    service_cidr: Network = Field(default_factory=lambda: _net("10.96.0.0/16"))
+    join_cidr: Network = Field(default_factory=lambda: _net("100.64.0.0/16"))
+    metallb: MetalLB | None = None
+    netboot: Netboot | None = None
+
+
+class BootServer(Model):
+    host: str
+    user: str = "root"
+    port: int = Field(default=22, ge=1, le=65535)
+    key: str | None = None  # private key file for SSH
+
+
+class Rack(Model):
+    name: str
+    boot_server: BootServer | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} must be lowercase letters, digits and '-'")
+        return v
+
+
+class BMC(Model):
+    protocol: BMCProtocol
+    address: str  # IP or DNS name
+    port: int | None = Field(default=None, ge=1, le=65535)  # default 623 (IPMI) / 443 (Redfish)
+    username: str
+    password: SecretReference
+    # Redfish
+    verify_tls: bool = True
+    ca_file: str | None = None
+    scheme: Literal["https", "http"] = "https"
+    system_id: str | None = None  # which ComputerSystem, when the BMC has several
+    # IPMI
+    cipher_suite: int | None = Field(default=None, ge=0, le=17)  # default: try 17, fall back to 3
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            return str(_ip(v))
+        except ValueError:
+            if _HOSTNAME.match(v.lower()):
+                return v.lower()
+            raise ValueError(f"{v!r} is neither an IP address nor a host name") from None
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        if self.protocol is BMCProtocol.IPMI:
+            return 623
+        return 443 if self.scheme == "https" else 80
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.protocol.value}://{self.address}:{self.effective_port}"
+
+
+class Boot(Model):
+    mode: BootMode = BootMode.UEFI
+    mac: MAC
+
+
+class Node(Model):
+    name: str
+    rack: str
+    role: Role
+    bmc: BMC | None = None
+    boot: Boot
+    uuid: UUID | None = None
+    serial: str | None = None
+    ip: IP
+    install_disk: str = "/dev/sda"
+    data_disks: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    config_patches: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} must be a DNS label (it becomes the node's hostname)")
+        return v
+
+    @field_validator("install_disk")
+    @classmethod
+    def _disk(cls, v: str) -> str:
+        if not v.startswith("/dev/"):
+            raise ValueError(f"{v!r} must be a device path like /dev/sda")
+        return v
+
+    @field_validator("data_disks")
+    @classmethod
+    def _data_disks(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not d.startswith("/dev/"):
+                raise ValueError(f"{d!r} must be a device path like /dev/sdb")
+        if len(set(v)) != len(v):
+            raise ValueError("a data disk is listed twice")
+        return v
+
+
+class Hosted(Model):
+    kubeconfig: str  # path, relative to the inventory
+
+
+_TENANT_NAME = re.compile(r"^[a-z0-9]+$")
+
+
+class Tenant(Model):
+    """A Cozystack tenant (chart packages/apps/tenant) and the tenants nested in it."""
+
+    host: str | None = None
+    etcd: bool = False
+    ingress: bool = False
+    monitoring: bool = False
+    seaweedfs: bool = False
+    isolated: bool = True
+    resource_quotas: dict[str, str] = Field(default_factory=dict)
+    children: dict[str, Tenant] = Field(default_factory=dict)
+
+    @field_validator("children")
+    @classmethod
+    def _children(cls, v: dict[str, Tenant]) -> dict[str, Tenant]:
+        for name in v:
+            if not isinstance(name, str) or not _TENANT_NAME.match(name):
+                raise ValueError(
+                    f"tenant name {name!r} must be lowercase letters and digits only (no dashes: "
+                    "Cozystack joins names with '-' to form namespaces)"
+                )
+            if name == "root":
+                raise ValueError("'root' is reserved for tenant-root")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None and not _HOSTNAME.match(v):
+            raise ValueError(f"{v!r} is not a valid DNS name")
+        return v
+
+
+class Tenants(Model):
+    root: Tenant = Field(default_factory=lambda: Tenant(etcd=True, ingress=True, monitoring=True))
+
+
+class Site(Model):
+    """One site: the whole inventory, merged from one file or a directory."""
+
+    cluster: Cluster
+    networks: Networks | None = None
+    racks: list[Rack] = Field(default_factory=list)
+    nodes: list[Node] = Field(default_factory=list)
+    hosted: Hosted | None = None
+    tenants: Tenants | None = None
+
+    # Set by the loader, not by the operator.
+    source: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory relative paths in the inventory are resolved against."""
+        return self.source if self.source.is_dir() else self.source.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cluster.state_dir or f"state/{self.cluster.name}")
+
+    @property
+    def controlplanes(self) -> list[Node]:
+        return [n for n in self.nodes if n.role is Role.CONTROLPLANE]
+
+    @property
+    def api_endpoint(self) -> str | None:
+        if self.cluster.api_server_endpoint:
+            return self.cluster.api_server_endpoint.rstrip("/")
+        if self.networks and self.networks.management.vip is not None:
+            return f"https://{self.networks.management.vip}:6443"
+        cps = self.controlplanes
+        if len(cps) == 1:
+            return f"https://{cps[0].ip}:6443"
+        return None
+
+    @property
+    def tenant_root(self) -> Tenant:
+        return (self.tenants or Tenants()).root
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def select(self, racks: tuple[str, ...] = (), nodes: tuple[str, ...] = ()) -> list[Node]:
+        """Nodes matching a --rack/--node selection (both empty: every node)."""
+        from ..errors import InputError
+
+        known_racks = {r.name for r in self.racks} | {n.rack for n in self.nodes}
+        for r in racks:
+            if r not in known_racks:
+                raise InputError(f"--rack {r}: no such rack (known: {', '.join(sorted(known_racks)) or 'none'})")
+        by_name = {n.name: n for n in self.nodes}
+        for n in nodes:
+            if n not in by_name:
+                raise InputError(f"--node {n}: no such node in the inventory")
+        return [
+            n for n in self.nodes if (not racks or n.rack in racks) and (not nodes or n.name in nodes)
+        ]
+
+
+Tenant.model_rebuild()
