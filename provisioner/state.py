@@ -1,0 +1,112 @@
+"""Where each node stands, persisted so a crash or Ctrl-C never loses progress.
+
+One small JSON file per node under ``<state dir>/nodes/``, replaced atomically on every
+change. The netboot service reads ``installed`` to decide between installing a node and
+booting it from its disk, so that a BMC that keeps PXE first never causes a reinstall;
+``up`` reads ``phase`` to resume from the last completed step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .fsutil import atomic_write, private_dir
+
+
+class Phase(StrEnum):
+    """Node steps in order; a node only moves forward unless reset or failed."""
+
+    BLANK = "blank"
+    POWERED_OFF = "powered-off"
+    PXE_SET = "pxe-set"
+    POWERED_ON = "powered-on"
+    CONFIG_DELIVERED = "config-delivered"  # fetched over talos.config= or applied over the API
+    INSTALLED = "installed"  # the installed OS answers over mutual TLS
+    READY = "ready"  # boot device set to disk, persistent
+    FAILED = "failed"
+
+    @property
+    def order(self) -> int:
+        return _ORDER[self]
+
+
+_ORDER = {p: i for i, p in enumerate(Phase)}
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    name: str
+    phase: Phase = Phase.BLANK
+    installed: bool = False
+    attempts: int = 0  # power cycles spent waiting for a boot
+    error: str | None = None
+    last_event: int = 0  # id of the last event in events.jsonl about this node
+    updated: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        raw = asdict(self)
+        raw["phase"] = self.phase.value
+        return json.dumps(raw, sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeRecord:
+        raw = json.loads(text)
+        raw["phase"] = Phase(raw.get("phase", "blank"))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class StateStore:
+    """The per-cluster state directory: node records, events, locks, secrets, configs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.root / "nodes"
+
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    def _path(self, name: str) -> Path:
+        return self.nodes_dir / f"{name}.json"
+
+    def node(self, name: str) -> NodeRecord:
+        try:
+            return NodeRecord.from_json(self._path(name).read_text())
+        except FileNotFoundError:
+            return NodeRecord(name)
+        except (ValueError, TypeError, KeyError):
+            # A record that cannot be read is treated as unknown progress, never as
+            # "installed": the worst case is redoing a step, not skipping one.
+            return NodeRecord(name, error="state record was unreadable and has been reset")
+
+    def save(self, record: NodeRecord) -> NodeRecord:
+        private_dir(self.root)
+        private_dir(self.nodes_dir)
+        record = replace(record, updated=time.time())
+        atomic_write(self._path(record.name), record.to_json() + "\n")
+        return record
+
+    def update(self, name: str, **changes: Any) -> NodeRecord:
+        return self.save(replace(self.node(name), **changes))
+
+    def is_installed(self, name: str) -> bool:
+        return self.node(name).installed
+
+    def all(self) -> list[NodeRecord]:
+        if not self.nodes_dir.exists():
+            return []
+        return [self.node(p.stem) for p in sorted(self.nodes_dir.glob("*.json"))]
