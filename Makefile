@@ -39,3 +39,18 @@ rack-%: setup
 
 bench-inventory: setup
 	$(PY) benchmarks/bench_inventory.py
+
+# Talos machine API: regenerate provisioner/talosapi/gen/ (committed) from provisioner/talosapi/proto/.
+.PHONY: proto test-talosapi bench-talosapi
+proto: setup
+	$(PY) -m provisioner.talosapi.protogen
+
+test-talosapi: setup
+	$(VENV)/bin/pytest tests/talosapi $(PYTEST_ARGS)
+
+bench-talosapi: setup
+	$(PY) benchmarks/bench_talosapi.py
+
+.PHONY: bench-configs
+bench-configs: setup
+	$(PY) benchmarks/bench_configs.py

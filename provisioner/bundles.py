@@ -46,9 +46,7 @@ class Bundle:
         return parts
 
     def excludes(self) -> list[str]:
-        everything = [
-            c for b in BUNDLES.values() for c in b.installs()
-        ] + ["victoria-metrics", "grafana"]
+        everything = [c for b in BUNDLES.values() for c in b.installs()] + ["victoria-metrics", "grafana"]
         mine = set(self.installs())
         seen: set[str] = set()
         out = []
@@ -62,7 +60,15 @@ class Bundle:
         """The provisioning stages this bundle implies, in order."""
         stages = []
         if self.provisions_talos:
-            stages += ["secrets", "configs", "netboot", "power-on-pxe", "install-talos", "bootstrap-etcd", "kubeconfig"]
+            stages += [
+                "secrets",
+                "configs",
+                "netboot",
+                "power-on-pxe",
+                "install-talos",
+                "bootstrap-etcd",
+                "kubeconfig",
+            ]
         stages.append("install-cozystack")
         if self.has_linstor:
             stages.append("storage-pools")

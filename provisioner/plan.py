@@ -1,48 +1,87 @@
 """What a run would do, per rack and node, with every value resolved.
 
 The plan is pure data computed from the site: it is what `provisioner plan` prints and
-what an operator reviews before powering anything on.
+what an operator reviews before powering anything on. Nothing here touches a machine.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .inventory.model import Node, Site
+from .inventory.model import BMCProtocol, ConfigDelivery, Node, Role, Site
 
-NODE_STAGES = ["power-off", "pxe-once", "power-on", "fetch-config", "install", "boot-disk"]
+
+def node_stages(site: Site, node: Node) -> list[str]:
+    """The steps one node goes through, which depend on config delivery and role.
+
+    With ``url`` delivery the node fetches its config at boot (``talos.config=``); with
+    ``apply`` it boots into maintenance mode and the config is pushed over the Talos API.
+    The first control plane bootstraps etcd; the others join it.
+    """
+    stages = ["power-off", "pxe-once", "power-on"]
+    if site.cluster.talos.config_delivery is ConfigDelivery.URL:
+        stages.append("fetch-config")
+    else:
+        stages += ["maintenance", "apply-config"]
+    stages += ["install", "boot-disk"]
+    if node.role is Role.CONTROLPLANE:
+        cps = site.controlplanes
+        stages.append("bootstrap-etcd" if cps and cps[0].name == node.name else "join-etcd")
+    stages.append("ready")
+    return stages
 
 
 def node_plan(site: Site, node: Node) -> dict[str, Any]:
     talos = site.cluster.talos
+    bmc = node.bmc
     return {
         "name": node.name,
+        "rack": node.rack,
         "role": node.role.value,
         "ip": str(node.ip),
         "boot_mode": node.boot.mode.value,
         "boot_mac": node.boot.mac,
         "uuid": node.uuid,
-        "bmc": None if node.bmc is None else {"protocol": node.bmc.protocol.value, "endpoint": node.bmc.endpoint},
+        "serial": node.serial,
+        "bmc": None
+        if bmc is None
+        else {
+            "protocol": bmc.protocol.value,
+            "endpoint": bmc.endpoint,
+            "username": bmc.username,
+            "password": str(bmc.password),  # the reference (env:/file:), never the secret
+            "verify_tls": bmc.verify_tls if bmc.protocol is BMCProtocol.REDFISH else None,
+            "cipher_suite": bmc.cipher_suite,
+        },
         "install_disk": node.install_disk,
         "data_disks": list(node.data_disks),
+        "labels": dict(node.labels),
         "installer_image": talos.installer,
         "config_delivery": talos.config_delivery.value,
-        "stages": list(NODE_STAGES),
+        "stages": node_stages(site, node),
     }
 
 
 def build_plan(site: Site, nodes: list[Node]) -> dict[str, Any]:
+    """The whole plan for the selected ``nodes``: site-wide stages, then racks in inventory order."""
     bundle = site.cluster.bundle_spec
-    racks: dict[str, list[dict[str, Any]]] = {}
+    racks: dict[str, list[dict[str, Any]]] = {r.name: [] for r in site.racks}
     for node in nodes:
         racks.setdefault(node.rack, []).append(node_plan(site, node))
+    nets = site.networks
     return {
         "cluster": site.cluster.name,
         "bundle": bundle.name,
         "talos_version": site.cluster.talos.version,
+        "installer_image": site.cluster.talos.installer,
         "kubernetes_version": site.cluster.kubernetes_version,
         "cozystack_version": site.cluster.cozystack_version,
+        "root_host": site.cluster.root_host,
         "api_endpoint": site.api_endpoint,
+        "config_delivery": site.cluster.talos.config_delivery.value,
+        "management_subnet": str(nets.management.subnet) if nets else None,
+        "vip": str(nets.management.vip) if nets and nets.management.vip is not None else None,
+        "netboot_server": str(nets.netboot.server) if nets and nets.netboot else None,
         "stages": bundle.stages(),
-        "racks": [{"name": name, "nodes": rack_nodes} for name, rack_nodes in racks.items()],
+        "racks": [{"name": name, "nodes": rack_nodes} for name, rack_nodes in racks.items() if rack_nodes],
     }

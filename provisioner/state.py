@@ -19,7 +19,8 @@ from .fsutil import atomic_write, private_dir
 
 
 class Phase(StrEnum):
-    """Node steps in order; a node only moves forward unless reset or failed."""
+    """Node steps in order. A node only moves forward, except by reset; a failure keeps
+    the last completed phase and sets ``error``, so a rerun retries from there."""
 
     BLANK = "blank"
     POWERED_OFF = "powered-off"
@@ -28,7 +29,6 @@ class Phase(StrEnum):
     CONFIG_DELIVERED = "config-delivered"  # fetched over talos.config= or applied over the API
     INSTALLED = "installed"  # the installed OS answers over mutual TLS
     READY = "ready"  # boot device set to disk, persistent
-    FAILED = "failed"
 
     @property
     def order(self) -> int:

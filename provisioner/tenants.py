@@ -42,9 +42,17 @@ class TenantNode:
         return len(self.path) - 1
 
     def walk(self) -> Iterator[TenantNode]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This tenant and every descendant, depth first, parents before children."""
+        stack = [self]
+        while stack:  # iterative: a deep tree must not hit Python's recursion limit
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def descendants(self) -> Iterator[TenantNode]:
+        walker = self.walk()
+        next(walker)
+        yield from walker
 
     def ancestors(self) -> Iterator[TenantNode]:
         node = self.parent

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..bundles import BUNDLES
+from ..inventory import InventoryError
 from ..plan import build_plan
 from ..tenants import TenantNode, tree_for
 from .context import App, pass_app
@@ -23,18 +24,35 @@ def register(cli: click.Group) -> None:
 @click.command()
 @pass_app
 def validate(app: App) -> None:
-    """Check the inventory; exit 2 with every problem if it is invalid."""
-    inv = app.inventory
+    """Check the inventory; exit 2 with every problem if it is invalid.
+
+    Problems go to stderr as ``file:line: field.path: message``; with ``--output json``
+    they are also printed on stdout as data, so tools need not parse the text.
+    """
+    try:
+        inv = app.inventory
+    except InventoryError as exc:
+        if app.output == "json":
+            emit({"valid": False, "problems": [p.as_dict() for p in exc.problems]})
+        raise
     site = inv.site
     data = {
         "valid": True,
+        "inventory": str(app.inventory_path),
         "cluster": site.cluster.name,
         "bundle": site.cluster.bundle.value,
         "nodes": len(site.nodes),
-        "racks": len({n.rack for n in site.nodes}),
+        "racks": len({r.name for r in site.racks} | {n.rack for n in site.nodes}),
+        "tenants": sum(1 for _ in tree_for(site).walk()) if site.tenants is not None else 0,
         "warnings": [w.as_dict() for w in inv.warnings],
     }
-    emit(data, lambda d: f"{app.inventory_path}: valid ({d['nodes']} nodes in {d['racks']} racks, bundle {d['bundle']})")
+
+    def text(d: dict[str, Any]) -> str:
+        warned = f", {len(d['warnings'])} warnings" if d["warnings"] else ""
+        counts = f"{d['nodes']} nodes in {d['racks']} racks"
+        return f"{d['inventory']}: valid ({counts}, bundle {d['bundle']}{warned})"
+
+    emit(data, text)
 
 
 @click.command()
@@ -50,19 +68,21 @@ def _plan_text(d: dict[str, Any]) -> str:
     lines = [
         f"cluster {d['cluster']}: bundle {d['bundle']}, Talos {d['talos_version']}, "
         f"Kubernetes {d['kubernetes_version']}, Cozystack {d['cozystack_version']}",
-        f"API endpoint: {d['api_endpoint'] or '-'}",
-        f"stages: {' -> '.join(d['stages'])}",
+        f"API endpoint: {d['api_endpoint'] or '-'}   root host: {d['root_host'] or '-'}   "
+        f"config delivery: {d['config_delivery']}",
+        f"site stages: {' -> '.join(d['stages'])}",
     ]
     for rack in d["racks"]:
-        lines.append(f"rack {rack['name']}:")
+        lines.append(f"rack {rack['name']} ({len(rack['nodes'])} nodes):")
         for n in rack["nodes"]:
-            bmc = f"{n['bmc']['protocol']} {n['bmc']['endpoint']}" if n["bmc"] else "no BMC"
+            bmc = f"{n['bmc']['protocol']:<7} {n['bmc']['endpoint']}" if n["bmc"] else "no BMC"
             lines.append(
-                f"  {n['name']:<16} {n['role']:<12} {n['ip']:<16} {n['boot_mode']:<5} {n['boot_mac']}  "
-                f"disk {n['install_disk']}  data {','.join(n['data_disks']) or '-'}  {bmc}"
+                f"  {n['name']:<14} {n['role']:<12} {n['ip']:<15} {n['boot_mode']:<4} {n['boot_mac']}  "
+                f"disk {n['install_disk']:<12} data {','.join(n['data_disks']) or '-':<18} {bmc}"
             )
-        if rack["nodes"]:
-            lines.append(f"    node stages: {' -> '.join(rack['nodes'][0]['stages'])}")
+            lines.append(f"      stages: {' -> '.join(n['stages'])}")
+    if not d["racks"]:
+        lines.append("no nodes to provision (hosted bundle or empty selection)")
     return "\n".join(lines)
 
 
@@ -77,7 +97,8 @@ def bundles() -> None:
             out.append(f"{b['name']}: {b['summary']}")
             out.append(f"  installs: {', '.join(b['installs'])}")
             out.append(f"  excludes: {', '.join(b['excludes']) or '-'}")
-            out.append(f"  monitoring: {b['monitoring']}; root host required: {'yes' if b['requires_root_host'] else 'no'}")
+            root_host = "yes" if b["requires_root_host"] else "no"
+            out.append(f"  monitoring: {b['monitoring']}; root host required: {root_host}")
         return "\n".join(out)
 
     emit(data, text)

@@ -8,6 +8,7 @@ problem with file, line and field path.
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,35 +34,33 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that owns the last element of ``path``, for key suggestions."""
     current: Any = Site
     for part in path[:-1]:
-        if isinstance(part, int):
-            continue
-        model = _unwrap_model(current)
-        if model is None:
-            return None
-        if part in model.model_fields:
-            current = model.model_fields[part].annotation
+        current = _strip(current)
+        origin = typing.get_origin(current)
+        if origin is dict:  # a dict key such as a tenant name: step into the value type
+            current = typing.get_args(current)[1]
+        elif origin is list:
+            current = typing.get_args(current)[0]
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
         else:
-            # a dict key such as a tenant name: step into the dict's value type
-            current = _dict_value(current)
-    return _unwrap_model(current)
+            return None
+    current = _strip(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _unwrap_model(tp: Any) -> type[BaseModel] | None:
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
         return tp
-    for arg in typing.get_args(tp):
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _dict_value(tp: Any) -> Any:
-    model = _unwrap_model(tp)
-    if model is not None:
-        return model
-    args = typing.get_args(tp)
-    return args[-1] if args else None
 
 
 def _message(err: Any) -> str:
@@ -92,7 +91,11 @@ def _message(err: Any) -> str:
 def _from_validation_error(exc: ValidationError, doc: LocDict) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic adds "[key]" when a dict key is wrong and "function-..." for validators;
+        # neither is part of the operator's field path
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p == "[key]" or p.startswith("function-")))
+        )
         file, line = locate(doc, loc)
         problems.append(Problem(file, line, format_path(loc), _message(err)))
     return problems

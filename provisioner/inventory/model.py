@@ -8,6 +8,7 @@ checks can rely on normalised types (netaddr addresses, lower-case MACs).
 from __future__ import annotations
 
 import re
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +23,9 @@ DEFAULT_KUBERNETES_VERSION = "1.34.1"
 DEFAULT_COZYSTACK_VERSION = "v0.41.11"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _TALOS_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$")
 
 
@@ -31,10 +34,14 @@ def _ip(value: Any) -> netaddr.IPAddress:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected an IP address, got {type(value).__name__}")
+    # inet_pton is strict (no "10.1" shorthand) and several times faster than netaddr's parser,
+    # which matters at 10,000 nodes with two addresses each.
+    family = socket.AF_INET6 if ":" in value else socket.AF_INET
     try:
-        return netaddr.IPAddress(value, flags=netaddr.INET_PTON)
-    except (netaddr.AddrFormatError, ValueError):
+        packed = socket.inet_pton(family, value)
+    except (OSError, ValueError):
         raise ValueError(f"{value!r} is not a valid IP address") from None
+    return netaddr.IPAddress(int.from_bytes(packed, "big"), 6 if family == socket.AF_INET6 else 4)
 
 
 def _net(value: Any) -> netaddr.IPNetwork:
@@ -239,7 +246,9 @@ class Cluster(Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _DNS_LABEL.match(v):
-            raise ValueError(f"{v!r} must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+            raise ValueError(
+                f"{v!r} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
+            )
         return v
 
     @field_validator("root_host", "cluster_domain")
@@ -414,6 +423,36 @@ class Hosted(Model):
 _TENANT_NAME = re.compile(r"^[a-z0-9]+$")
 
 
+def _tenant_name(value: Any) -> str:
+    """Validated as a dict key, so an error points at the offending name's own line."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `123:` is a YAML integer; as a tenant name it is still fine
+    if not isinstance(value, str) or not _TENANT_NAME.match(value):
+        raise ValueError(
+            f"tenant name {value!r} must be lowercase letters and digits only (no dashes: "
+            "Cozystack joins names with '-' to form namespaces)"
+        )
+    if value == "root":
+        raise ValueError("tenant name 'root' is reserved for tenant-root")
+    return value
+
+
+TenantName = Annotated[str, BeforeValidator(_tenant_name)]
+
+
+def _quantity(value: Any) -> str:
+    """A Kubernetes quantity: ``4``, ``500m``, ``16Gi`` (YAML may hand over a number)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a Kubernetes quantity like 4, 500m or 16Gi")
+    text = str(value)
+    if not re.match(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$", text):
+        raise ValueError(f"{text!r} is not a Kubernetes quantity like 4, 500m or 16Gi")
+    return text
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
 class Tenant(Model):
     """A Cozystack tenant (chart packages/apps/tenant) and the tenants nested in it."""
 
@@ -423,21 +462,8 @@ class Tenant(Model):
     monitoring: bool = False
     seaweedfs: bool = False
     isolated: bool = True
-    resource_quotas: dict[str, str] = Field(default_factory=dict)
-    children: dict[str, Tenant] = Field(default_factory=dict)
-
-    @field_validator("children")
-    @classmethod
-    def _children(cls, v: dict[str, Tenant]) -> dict[str, Tenant]:
-        for name in v:
-            if not isinstance(name, str) or not _TENANT_NAME.match(name):
-                raise ValueError(
-                    f"tenant name {name!r} must be lowercase letters and digits only (no dashes: "
-                    "Cozystack joins names with '-' to form namespaces)"
-                )
-            if name == "root":
-                raise ValueError("'root' is reserved for tenant-root")
-        return v
+    resource_quotas: dict[str, Quantity] = Field(default_factory=dict)
+    children: dict[TenantName, Tenant] = Field(default_factory=dict)
 
     @field_validator("host")
     @classmethod
@@ -505,14 +531,14 @@ class Site(Model):
         known_racks = {r.name for r in self.racks} | {n.rack for n in self.nodes}
         for r in racks:
             if r not in known_racks:
-                raise InputError(f"--rack {r}: no such rack (known: {', '.join(sorted(known_racks)) or 'none'})")
+                raise InputError(
+                    f"--rack {r}: no such rack (known: {', '.join(sorted(known_racks)) or 'none'})"
+                )
         by_name = {n.name: n for n in self.nodes}
         for n in nodes:
             if n not in by_name:
                 raise InputError(f"--node {n}: no such node in the inventory")
-        return [
-            n for n in self.nodes if (not racks or n.rack in racks) and (not nodes or n.name in nodes)
-        ]
+        return [n for n in self.nodes if (not racks or n.rack in racks) and (not nodes or n.name in nodes)]
 
 
 Tenant.model_rebuild()

@@ -1,0 +1,127 @@
+"""``provisioner lab``: the virtual lab (QEMU nodes, emulated BMCs) for an inventory.
+
+Every lab address lives in the lab's network namespace; ``lab exec -- CMD`` runs the
+tool (or ipmitool, curl, ...) in there, which is how anything reaches the lab.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from .context import App, pass_app
+from .output import emit
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(lab)
+
+
+_lab_dir_option = click.option(
+    "--lab-dir", type=click.Path(path_type=Path), default=None,
+    help="Lab state directory (default $PROVISIONER_LAB_DIR or .lab).",
+)
+
+
+@click.group()
+def lab() -> None:
+    """The virtual lab: QEMU VMs and emulated BMCs standing in for the inventory's servers."""
+
+
+@lab.command("up")
+@_lab_dir_option
+@pass_app
+def lab_up(app: App, lab_dir: Path | None) -> None:
+    """Create the namespace, VMs (powered off) and BMC emulators for the inventory."""
+    from ..lab.lab import up
+
+    state = up(app.site, lab_dir)
+
+    def text(s: dict[str, Any]) -> str:
+        lines = [f"lab {s['cluster']} up in namespace {s['namespace']} ({s['address']}), {s['up_seconds']} s"]
+        for name, ep in sorted(s["endpoints"].items()):
+            lines.append(f"  {name:<12} {ep['protocol']}://{ep['address']}:{ep['port']}  (powered off)")
+        lines.append(f"reach it with: provisioner lab exec -- <command>   (image {s['image']})")
+        return "\n".join(lines)
+
+    emit(state, text)
+
+
+@lab.command("down")
+@_lab_dir_option
+@pass_app
+def lab_down(app: App, lab_dir: Path | None) -> None:
+    """Stop every lab process and delete the namespace, taps and disks."""
+    from ..lab.lab import down
+
+    result = down(app.site, lab_dir)
+    emit(result, lambda r: f"lab namespace {r['namespace']} removed ({len(r['killed'])} processes stopped)")
+
+
+@lab.command("status")
+@_lab_dir_option
+@pass_app
+def lab_status(app: App, lab_dir: Path | None) -> None:
+    """Namespace, VM power state and boot device, BMC endpoints."""
+    from ..lab.lab import status
+
+    st = status(app.site, lab_dir)
+
+    def text(s: dict[str, Any]) -> str:
+        lines = [f"lab namespace {s['namespace']}: {'up' if s['up'] else 'down'}"]
+        for n in s["nodes"]:
+            boot = n["boot"] or {}
+            how = f"{boot.get('device', '-')}{'' if boot.get('persistent', True) else ' (once)'}"
+            lines.append(f"  {n['name']:<12} {'on ' if n['powered'] else 'off'}  boot {how:<12} {n['bmc'] or '-'}")
+        return "\n".join(lines)
+
+    emit(st, text)
+
+
+@lab.command("console")
+@click.argument("node")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the console writes.")
+@_lab_dir_option
+@pass_app
+def lab_console(app: App, node: str, follow: bool, lab_dir: Path | None) -> None:
+    """Print a node's serial console log (ttyS0)."""
+    from ..lab.lab import LabPaths, lab_dir_default
+
+    try:
+        app.site.node(node)
+    except KeyError:
+        raise InputError(f"lab console: no node {node!r} in {app.inventory_path}") from None
+    path = LabPaths(Path(lab_dir or lab_dir_default())).vms / node / "console.log"
+    if not path.exists():
+        raise InputError(f"lab console: {node} has no console log yet ({path}); is the lab up and the VM on?")
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                break
+            else:
+                time.sleep(0.3)
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_app
+def lab_exec(app: App, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside the lab namespace (use `--` before it)."""
+    from ..lab import netns
+
+    ns = netns.namespace_name(app.site.cluster.name)
+    if not netns.exists(ns):
+        raise InputError(f"lab exec: the lab namespace {ns} does not exist; run `provisioner lab up` first")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("ip", netns.exec_argv(ns, list(command)))

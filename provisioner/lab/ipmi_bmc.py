@@ -1,0 +1,230 @@
+"""An IPMI 2.0 (RMCP+/lanplus) BMC emulator driving a ``Machine``: a stand-in for a hardware BMC.
+
+Built on pyghmi's server class. It implements what the provisioner needs from a real
+BMC, with the wire encodings of the IPMI 2.0 specification (so ``ipmitool`` can check
+it independently): chassis status and control (section 28.2/28.3), system boot options
+parameter 5 "boot flags" with the valid/persistent/EFI bits (table 28-14) and the boot
+device selector, Get Device ID and Get System GUID (the SMBIOS UUID).
+
+Latency and faults are injected per command: a command is queued and answered after
+the configured latency from the serving loop, never by sleeping, because every pyghmi
+server in a process shares one event loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import Any
+
+import pyghmi.ipmi.bmc as pyghmi_bmc
+import pyghmi.ipmi.private.session as pyghmi_session
+
+from .faults import Fault, FaultInjector
+from .machine import Machine
+
+log = logging.getLogger("provisioner.lab.ipmi-bmc-emulator")
+
+# Completion codes (IPMI 2.0 table 5-2).
+CC_OK = 0x00
+CC_NODE_BUSY = 0xC0
+CC_INVALID_COMMAND = 0xC1
+CC_PARAM_NOT_SUPPORTED = 0x80
+CC_INVALID_DATA = 0xCC
+CC_NOT_IN_PRESENT_STATE = 0xD5
+
+# Boot flags (parameter 5), data byte 1 and the device selector in data byte 2 bits 5:2.
+BOOT_FLAG_VALID = 0x80
+BOOT_FLAG_PERSISTENT = 0x40
+BOOT_FLAG_EFI = 0x20
+DEVICE_PXE = 0x1
+DEVICE_DISK = 0x2
+_DEVICES = {DEVICE_PXE: "pxe", DEVICE_DISK: "disk"}
+_DEVICE_CODES = {v: k for k, v in _DEVICES.items()}
+
+# (netfn, command) pairs that change the machine: these may be silently dropped (no-op fault).
+_MUTATING = {(0x00, 0x02), (0x00, 0x08)}
+
+
+class DelayQueue:
+    """Work to run at a later time from the serving loop (the injected latency)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def push(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
+
+    def next_delay(self, ceiling: float) -> float:
+        with self._lock:
+            if not self._heap:
+                return ceiling
+            return max(0.0, min(ceiling, self._heap[0][0] - time.monotonic()))
+
+    def run_due(self) -> None:
+        while True:
+            with self._lock:
+                if not self._heap or self._heap[0][0] > time.monotonic():
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # one broken answer must not stop the other BMCs
+                log.exception("IPMI BMC emulator: deferred answer failed")
+
+
+class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
+    """One emulated BMC (stand-in for hardware) on one UDP port, managing one machine."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        username: str,
+        password: str,
+        port: int,
+        address: str = "127.0.0.1",
+        faults: FaultInjector | None = None,
+        delays: DelayQueue | None = None,
+    ) -> None:
+        super().__init__({username: password}, port=port, address=address,
+                         bmcuuid=uuidlib.UUID(machine.identity.uuid))
+        # pyghmi routes session packets by the socket's real port; with port 0 (any free
+        # port) the requested number would never match.
+        self.port = self.serversocket.getsockname()[1]
+        self.machine = machine
+        self.faults = faults or FaultInjector()
+        self.delays = delays or DelayQueue()
+        self.name = machine.name
+        log.info("IPMI BMC emulator (stand-in for a hardware BMC) for %s on %s:%d", machine.name, address, self.port)
+
+    # -- request dispatch with latency and faults ------------------------------------
+    def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
+        netfn, command = request["netfn"], request["command"]
+        fault = self.faults.decide(mutating=(netfn, command) in _MUTATING)
+        if fault is Fault.TIMEOUT:
+            log.info("IPMI BMC emulator %s: injected timeout (no answer) for %#x/%#x", self.name, netfn, command)
+            return
+        # The session answers using the fields of the request it parsed last; keep them
+        # so a deferred answer still matches its request.
+        saved = {k: getattr(session, k, None) for k in ("seqlun", "clientaddr", "clientnetfn", "rqlun",
+                                                        "clientcommand")}
+
+        def answer() -> None:
+            for k, v in saved.items():
+                setattr(session, k, v)
+            if fault is Fault.ERROR:
+                log.info("IPMI BMC emulator %s: injected error for %#x/%#x", self.name, netfn, command)
+                session.send_ipmi_response(code=CC_NODE_BUSY)
+            elif fault is Fault.NOOP:
+                log.info("IPMI BMC emulator %s: injected silent no-op for %#x/%#x", self.name, netfn, command)
+                session.send_ipmi_response()
+            else:
+                super(EmulatedIpmiBmc, self).handle_raw_request(request, session)
+
+        latency = self.faults.spec.latency
+        if latency > 0:
+            self.delays.push(latency, answer)
+        else:
+            answer()
+
+    # -- chassis ---------------------------------------------------------------------
+    def get_power_state(self) -> str:
+        return "on" if self.machine.power_state() else "off"
+
+    def power_on(self) -> int:
+        self.machine.power_on()
+        return CC_OK
+
+    def power_off(self) -> int:
+        self.machine.power_off(hard=True)
+        return CC_OK
+
+    def power_shutdown(self) -> int:
+        self.machine.power_off(hard=False)
+        return CC_OK
+
+    def power_cycle(self) -> int:
+        # Spec: power cycle of a powered-off system has no effect; real BMCs refuse it.
+        if not self.machine.power_state():
+            return CC_NOT_IN_PRESENT_STATE
+        self.machine.power_off(hard=True)
+        self.machine.power_on()
+        return CC_OK
+
+    def power_reset(self) -> int:
+        if not self.machine.power_state():
+            return CC_NOT_IN_PRESENT_STATE
+        self.machine.reset()
+        return CC_OK
+
+    def pulse_diag(self) -> int:
+        return CC_INVALID_COMMAND
+
+    def cold_reset(self) -> int:
+        return CC_OK
+
+    def get_system_guid(self) -> uuidlib.UUID:
+        return uuidlib.UUID(self.machine.identity.uuid)
+
+    # -- boot options ------------------------------------------------------------------
+    def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        param = request["data"][0] & 0x7F
+        if param != 5:
+            session.send_ipmi_response(code=CC_PARAM_NOT_SUPPORTED)
+            return
+        boot = self.machine.boot_device()
+        flags = BOOT_FLAG_VALID
+        if boot.persistent:
+            flags |= BOOT_FLAG_PERSISTENT
+        if boot.uefi:
+            flags |= BOOT_FLAG_EFI
+        device = _DEVICE_CODES[boot.device] << 2
+        # parameter version 1, parameter 5 (valid), five bytes of boot flags
+        session.send_ipmi_response(data=[0x01, 0x05, flags, device, 0x00, 0x00, 0x00])
+
+    def set_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        data = request["data"]
+        param = data[0] & 0x7F
+        if param in (0, 3, 4):  # set-in-progress, boot info acknowledge, boot initiator info
+            session.send_ipmi_response()
+            return
+        if param != 5:
+            session.send_ipmi_response(code=CC_PARAM_NOT_SUPPORTED)
+            return
+        if len(data) < 3:
+            session.send_ipmi_response(code=CC_INVALID_DATA)
+            return
+        flags, selector = data[1], (data[2] >> 2) & 0x0F
+        current = self.machine.boot_device()
+        if not flags & BOOT_FLAG_VALID or selector == 0:
+            # "no override": the machine boots its persistent default again
+            self.machine.set_boot_device(current.device if current.persistent else "disk", True, current.uefi)
+            session.send_ipmi_response()
+            return
+        device = _DEVICES.get(selector)
+        if device is None:
+            session.send_ipmi_response(code=CC_INVALID_DATA)
+            return
+        self.machine.set_boot_device(device, bool(flags & BOOT_FLAG_PERSISTENT),  # type: ignore[arg-type]
+                                     bool(flags & BOOT_FLAG_EFI))
+        session.send_ipmi_response()
+
+
+def serve(bmcs: list[EmulatedIpmiBmc], delays: DelayQueue, stop: threading.Event) -> None:
+    """Run pyghmi's shared event loop until ``stop`` is set.
+
+    Always with a bounded timeout: ``wait_for_rsp(None)`` (what ``Bmc.listen`` amounts
+    to) busy-spins a core. The timeout is shortened to the next deferred answer.
+    """
+    log.info("IPMI BMC emulator loop serving %d stand-in BMCs", len(bmcs))
+    while not stop.is_set():
+        pyghmi_session.Session.wait_for_rsp(timeout=delays.next_delay(0.2))
+        delays.run_due()

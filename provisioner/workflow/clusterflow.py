@@ -1,0 +1,134 @@
+"""Form the cluster once every control plane is installed: bootstrap etcd exactly once,
+wait for a full voting quorum, fetch the admin kubeconfig.
+
+Bootstrap is the one step that must never run twice (a second bootstrap on another node
+splits etcd), so it is guarded twice: by the cluster state file, and by asking every
+control plane whether etcd already has members before calling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..fsutil import atomic_write
+from ..inventory.model import Site
+from ..state import Phase, StateStore
+from . import talos_ops
+from .progress import Progress
+
+
+class ClusterFailed(Exception):
+    pass
+
+
+@dataclass
+class ClusterState:
+    bootstrapped: bool = False
+    bootstrap_node: str | None = None
+    formed: bool = False
+    members: list[str] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        except FileNotFoundError:
+            return cls()
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
+
+
+def cluster_state_path(store: StateStore) -> Path:
+    return store.root / "cluster.json"
+
+
+def kubeconfig_path(store: StateStore) -> Path:
+    return store.root / "kubeconfig"
+
+
+async def form(site: Site, store: StateStore, progress: Progress, talosconfig: Path, poll: float = 2.0) -> ClusterState:
+    cps = site.controlplanes
+    path = cluster_state_path(store)
+    state = ClusterState.load(path)
+    if state.formed and kubeconfig_path(store).exists():
+        progress.cluster("formed", "cluster already formed; kubeconfig present")
+        return state
+
+    waiting = [n.name for n in cps if store.node(n.name).phase.order < Phase.INSTALLED.order]
+    if waiting:
+        raise ClusterFailed(f"control planes not installed yet: {', '.join(waiting)}")
+
+    if not state.bootstrapped:
+        existing = await _existing_members(cps, talosconfig)
+        if existing:
+            progress.cluster("bootstrap", f"etcd already has members ({', '.join(existing)}): not bootstrapping again")
+            state.bootstrapped = True
+        else:
+            target = cps[0]
+            progress.cluster("bootstrap", f"bootstrapping etcd on {target.name}")
+            await talos_ops.bootstrap(str(target.ip), talosconfig)
+            state.bootstrapped, state.bootstrap_node = True, target.name
+        state.save(path)
+
+    want = {n.name for n in cps}
+    deadline = time.monotonic() + site.cluster.timeouts.etcd
+    progress.cluster("etcd", f"waiting for {len(want)} voting etcd members")
+    last: list[str] = []
+    while True:
+        voting = await _voting_members(cps, talosconfig)
+        if voting is not None:
+            if voting != last:
+                progress.cluster("etcd", f"voting members: {', '.join(sorted(voting)) or 'none'}")
+                last = voting
+            if want <= set(voting):
+                break
+        if time.monotonic() > deadline:
+            missing = sorted(want - set(last))
+            raise ClusterFailed(f"etcd did not reach {len(want)} voting members in time; missing: {', '.join(missing)}")
+        await asyncio.sleep(poll)
+    state.members = sorted(last)
+
+    progress.cluster("kubeconfig", "fetching the admin kubeconfig")
+    data = await _first_ok(cps, lambda ip: talos_ops.kubeconfig(ip, talosconfig))
+    atomic_write(kubeconfig_path(store), data, mode=0o600)
+    state.formed = True
+    state.save(path)
+    progress.cluster("formed", f"kubeconfig written to {kubeconfig_path(store)}")
+    return state
+
+
+async def _existing_members(cps: list, talosconfig: Path) -> list[str]:
+    for cp in cps:
+        try:
+            members = await talos_ops.etcd_members(str(cp.ip), talosconfig)
+        except talos_ops.TalosUnavailable:
+            continue
+        if members:
+            return [m.hostname for m in members]
+    return []
+
+
+async def _voting_members(cps: list, talosconfig: Path) -> list[str] | None:
+    for cp in cps:
+        try:
+            members = await talos_ops.etcd_members(str(cp.ip), talosconfig)
+        except talos_ops.TalosUnavailable:
+            continue
+        return sorted(m.hostname for m in members if not m.is_learner)
+    return None
+
+
+async def _first_ok(cps: list, call):  # type: ignore[no-untyped-def]
+    errors = []
+    for cp in cps:
+        try:
+            return await call(str(cp.ip))
+        except talos_ops.TalosUnavailable as exc:
+            errors.append(f"{cp.name}: {exc}")
+    raise ClusterFailed("no control plane answered: " + "; ".join(errors))

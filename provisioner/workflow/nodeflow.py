@@ -1,0 +1,169 @@
+"""One node's way from powered off to installed, as a resumable state machine.
+
+Each step is recorded in the node's state record *after* it completed, so a rerun
+starts at the first step not yet done. Steps that may have happened while the tool
+was dead (a node fetching its config) are recovered from the event log, never redone:
+re-powering a node that is installing would reinstall it.
+
+    blank -> powered-off -> pxe-set -> powered-on -> config-delivered -> installed -> ready
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..events import CONFIG_FETCH, EventLog
+from ..inventory.model import ConfigDelivery, Node, Site
+from ..state import NodeRecord, Phase, StateStore
+from . import talos_ops
+from .progress import Progress
+
+
+class NodeFailed(Exception):
+    """The node cannot go on in this run; the message says why (no secrets in it)."""
+
+
+@dataclass
+class NodeRun:
+    """Everything a node's flow needs, shared read-only with the other nodes."""
+
+    site: Site
+    node: Node
+    store: StateStore
+    events: EventLog
+    progress: Progress
+    configs_dir: Path
+    talosconfig: Path
+    bmc_slots: Callable[[Node], Any]  # -> async context manager limiting BMC concurrency
+    poll: float = 2.0
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def timeouts(self) -> Any:
+        return self.site.cluster.timeouts
+
+
+def _record(run: NodeRun, phase: Phase, detail: str = "", **changes: Any) -> NodeRecord:
+    """Persist ``phase`` as completed, with the id of the event that announces it."""
+    run.progress.step(run.name, phase.value, detail)
+    return run.store.update(run.name, phase=phase, error=None, last_event=run.events.last_id(), **changes)
+
+
+async def _bmc(run: NodeRun, what: str, fn: Callable[[Any], Any]) -> Any:
+    from ..bmc import connect  # imported here: the BMC drivers pull in pyghmi/sushy
+
+    async with run.bmc_slots(run.node):
+        try:
+            controller = await asyncio.to_thread(connect, run.node, run.site.base_dir)
+            return await asyncio.to_thread(fn, controller)
+        except Exception as exc:  # BMC errors carry node, endpoint and reason, never the password
+            raise NodeFailed(f"BMC {what} failed: {exc}") from None
+
+
+async def power_off(run: NodeRun) -> NodeRecord:
+    await _bmc(run, "power off", lambda c: c.power_off(soft=False))
+    return _record(run, Phase.POWERED_OFF, "powered off")
+
+
+async def set_pxe_once(run: NodeRun) -> NodeRecord:
+    from ..bmc.base import BootDevice
+
+    await _bmc(run, "boot device pxe", lambda c: c.set_boot_device(BootDevice.PXE, persistent=False))
+    return _record(run, Phase.PXE_SET, "network boot once")
+
+
+async def power_on(run: NodeRun) -> NodeRecord:
+    await _bmc(run, "power on", lambda c: c.power_on())
+    return _record(run, Phase.POWERED_ON, "powered on", extra={"powered_on_at": time.time()})
+
+
+def _config_fetched_since(run: NodeRun, since: int) -> bool:
+    return any(
+        ev.kind == CONFIG_FETCH and ev.node == run.name and ev.outcome == "ok" for ev in run.events.iter(since)
+    )
+
+
+async def wait_for_boot(run: NodeRun, rec: NodeRecord) -> NodeRecord:
+    """Wait for the node to take its config: fetched over HTTP, or applied over the
+    maintenance API. A node that stays silent is power-cycled a bounded number of times."""
+    delivery = run.site.cluster.talos.config_delivery
+    since = rec.last_event
+    attempts = rec.attempts
+    while True:
+        deadline = time.monotonic() + run.timeouts.boot
+        run.progress.step(run.name, "booting", f"waiting for {'config fetch' if delivery is ConfigDelivery.URL else 'maintenance API'}")
+        while time.monotonic() < deadline:
+            if delivery is ConfigDelivery.URL:
+                if _config_fetched_since(run, since):
+                    return _record(run, Phase.CONFIG_DELIVERED, "config fetched over HTTP")
+            elif await talos_ops.maintenance_ready(str(run.node.ip)):
+                data = (run.configs_dir / f"{run.name}.yaml").read_bytes()
+                await talos_ops.apply_config(str(run.node.ip), data)
+                return _record(run, Phase.CONFIG_DELIVERED, "config applied over the maintenance API")
+            await asyncio.sleep(run.poll)
+        if attempts >= run.timeouts.boot_retries:
+            raise NodeFailed(
+                f"did not boot within {run.timeouts.boot:.0f}s after {attempts} power cycle(s): "
+                "check its console, boot MAC and DHCP reservation"
+            )
+        attempts += 1
+        run.progress.step(run.name, "power-cycle", f"no boot in {run.timeouts.boot:.0f}s, power cycle {attempts}", "retry")
+        await _bmc(run, "boot device pxe", lambda c: _pxe_once(c))
+        await _bmc(run, "power cycle", lambda c: c.power_cycle())
+        rec = run.store.update(run.name, attempts=attempts)
+        since = run.events.last_id()
+
+
+def _pxe_once(controller: Any) -> None:
+    from ..bmc.base import BootDevice
+
+    controller.set_boot_device(BootDevice.PXE, persistent=False)
+
+
+async def wait_installed(run: NodeRun) -> NodeRecord:
+    """The installed OS answers over mutual TLS with the cluster's client certificate."""
+    deadline = time.monotonic() + run.timeouts.install
+    run.progress.step(run.name, "installing", "waiting for the installed OS (mutual TLS)")
+    while time.monotonic() < deadline:
+        version = await talos_ops.secure_version(str(run.node.ip), run.talosconfig)
+        if version is not None:
+            return _record(run, Phase.INSTALLED, f"installed, answering as {version}", installed=True)
+        await asyncio.sleep(run.poll)
+    raise NodeFailed(f"the installed OS did not answer within {run.timeouts.install:.0f}s")
+
+
+async def boot_from_disk(run: NodeRun) -> NodeRecord:
+    from ..bmc.base import BootDevice
+
+    await _bmc(run, "boot device disk", lambda c: c.set_boot_device(BootDevice.DISK, persistent=True))
+    return _record(run, Phase.READY, "boots from disk (persistent)")
+
+
+async def drive(run: NodeRun) -> NodeRecord:
+    """Walk the node from its recorded phase to ready; raises NodeFailed."""
+    rec = run.store.node(run.name)
+    if rec.error:
+        rec = run.store.save(replace(rec, error=None, attempts=0))
+    while rec.phase is not Phase.READY:
+        match rec.phase:
+            case Phase.BLANK:
+                rec = await power_off(run)
+            case Phase.POWERED_OFF:
+                rec = await set_pxe_once(run)
+            case Phase.PXE_SET:
+                rec = await power_on(run)
+            case Phase.POWERED_ON:
+                rec = await wait_for_boot(run, rec)
+            case Phase.CONFIG_DELIVERED:
+                rec = await wait_installed(run)
+            case Phase.INSTALLED:
+                rec = await boot_from_disk(run)
+    return rec

@@ -1,0 +1,106 @@
+"""IPMI driver + controller against the pyghmi-based BMC emulator, checked with ipmitool."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioner.bmc import BMCAuthError, BMCCommandError, BootDevice, PowerState, connect
+from provisioner.bmc.controller import ControllerSettings
+from provisioner.lab.bmc_fleet import BmcFleet
+
+from .conftest import PASSWORD, make_node
+
+FAST = ControllerSettings(command_timeout=5, attempts=3, backoff_initial=0.05, backoff_max=0.2,
+                          verify_timeout=2, boot_verify_timeout=1)
+
+
+def ipmitool(fleet: BmcFleet, name: str, *args: str) -> str:
+    ep = fleet.endpoints[name]
+    out = subprocess.run(
+        ["ipmitool", "-I", "lanplus", "-C", "3", "-H", ep.address, "-p", str(ep.port), "-U", "admin",
+         "-P", PASSWORD, *args],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    return out.stdout
+
+
+def test_power_on_off_confirmed_by_ipmitool(fleet: BmcFleet, secrets_dir: Path) -> None:
+    with connect(make_node(fleet, "ipmi1", 1), secrets_dir, FAST) as ctl:
+        ctl.power_on()
+        assert "Chassis Power is on" in ipmitool(fleet, "ipmi1", "chassis", "power", "status")
+        assert ctl.power_state() is PowerState.ON
+        ctl.power_off()
+        assert "Chassis Power is off" in ipmitool(fleet, "ipmi1", "chassis", "power", "status")
+        assert ctl.power_state() is PowerState.OFF
+
+
+def test_boot_flags_follow_the_ipmi_spec(fleet: BmcFleet, secrets_dir: Path) -> None:
+    with connect(make_node(fleet, "ipmi2", 2), secrets_dir, FAST) as ctl:
+        ctl.set_boot_device(BootDevice.PXE)  # node boot.mode is uefi: EFI bit, next boot only
+        out = ipmitool(fleet, "ipmi2", "chassis", "bootparam", "get", "5")
+        assert "Force PXE" in out
+        assert "Options apply to only next boot" in out
+        assert "BIOS EFI boot" in out
+        ctl.set_boot_device(BootDevice.DISK, persistent=True, uefi=False)
+        out = ipmitool(fleet, "ipmi2", "chassis", "bootparam", "get", "5")
+        assert "Force Boot from default Hard-Drive" in out
+        assert "Options apply to all future boots" in out
+        assert "BIOS PC Compatible (legacy) boot" in out
+
+
+def test_one_time_pxe_is_used_by_the_next_power_on_only(fleet: BmcFleet, secrets_dir: Path) -> None:
+    with connect(make_node(fleet, "ipmi3", 3), secrets_dir, FAST) as ctl:
+        ctl.power_off()
+        ctl.set_boot_device(BootDevice.DISK, persistent=True)
+        ctl.set_boot_device(BootDevice.PXE)
+        ctl.power_on()
+        state = fleet.state("ipmi3")
+        assert state["powered"] is True
+        assert state["boots"][-1] == {"device": "pxe", "uefi": True}
+        assert state["boot"] == {"device": "disk", "persistent": True, "uefi": True}
+        ctl.power_cycle()
+        assert fleet.state("ipmi3")["boots"][-1]["device"] == "disk"
+
+
+def test_power_cycle_of_an_off_node_powers_it_on(fleet: BmcFleet, secrets_dir: Path) -> None:
+    with connect(make_node(fleet, "ipmi1", 1), secrets_dir, FAST) as ctl:
+        ctl.power_off()
+        ctl.power_cycle()
+        assert "Chassis Power is on" in ipmitool(fleet, "ipmi1", "chassis", "power", "status")
+
+
+def test_identity_reports_the_smbios_uuid(fleet: BmcFleet, secrets_dir: Path) -> None:
+    node = make_node(fleet, "ipmi2", 2)
+    with connect(node, secrets_dir, FAST) as ctl:
+        assert ctl.identity().uuid == node.uuid
+    assert node.uuid in ipmitool(fleet, "ipmi2", "mc", "guid")
+
+
+def test_wrong_password_fails_fast_without_retries_or_leaking(
+    fleet: BmcFleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "bmc-password").write_text("not-the-password-x1")
+    caplog.set_level(logging.DEBUG)
+    with connect(make_node(fleet, "ipmi1", 1), tmp_path, FAST) as ctl, pytest.raises(BMCAuthError) as err:
+        ctl.power_state()
+    assert "ipmi1" in str(err.value) and fleet.endpoints["ipmi1"].port.__str__() in str(err.value)
+    assert "not-the-password-x1" not in str(err.value)
+    assert "not-the-password-x1" not in caplog.text
+    assert "retrying" not in caplog.text
+
+
+def test_cipher_suite_default_falls_back_to_3_and_explicit_17_is_refused(
+    fleet: BmcFleet, secrets_dir: Path
+) -> None:
+    # The pyghmi-based BMC answers a suite-17 proposal with suite-3 algorithms.
+    with connect(make_node(fleet, "ipmi1", 1), secrets_dir, FAST) as ctl:
+        assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
+    with connect(make_node(fleet, "ipmi1", 1, cipher_suite=3), secrets_dir, FAST) as ctl:
+        assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
+    with connect(make_node(fleet, "ipmi1", 1, cipher_suite=17), secrets_dir, FAST) as ctl, \
+            pytest.raises(BMCCommandError, match="cipher suite 17"):
+        ctl.power_state()
