@@ -32,7 +32,7 @@ lint: setup
 # Per-rack targets come from the inventory: `make rack-r1` runs rack r1 of INVENTORY.
 # An unknown rack is refused by the tool itself (exit 2), listing the known racks.
 racks: setup
-	@$(PROVISIONER) --inventory $(INVENTORY) --output json plan | $(PY) -c 'import json,sys; [print(f"rack-{r[\"name\"]}") for r in json.load(sys.stdin)["racks"]]'
+	@$(PROVISIONER) --inventory $(INVENTORY) --output json plan | $(PY) -c 'import json,sys; [print("rack-" + r["name"]) for r in json.load(sys.stdin)["racks"]]'
 
 rack-%: setup
 	$(PROVISIONER) --inventory $(INVENTORY) --rack $* plan
@@ -54,3 +54,40 @@ bench-talosapi: setup
 .PHONY: bench-configs
 bench-configs: setup
 	$(PY) benchmarks/bench_configs.py
+
+# Talos stand-in OS agent (provisioner/lab/standin/): host tests on loopback with the real etcd, and its benchmark.
+.PHONY: test-standin bench-standin
+test-standin: setup
+	$(VENV)/bin/pytest tests/standin $(PYTEST_ARGS)
+
+bench-standin: setup
+	$(PY) benchmarks/bench_standin.py
+
+# --- the virtual lab (QEMU nodes, emulated BMCs, Talos stand-in); see provisioner/lab/ ---
+LAB_INVENTORY ?= inventory/examples/lab.yaml
+.PHONY: lab-setup lab-up lab-down lab-status lab-test
+
+lab-setup: setup
+	@bash scripts/lab-setup.sh
+
+lab-up: lab-setup
+	$(PROVISIONER) -i $(LAB_INVENTORY) lab up
+
+lab-down:
+	$(PROVISIONER) -i $(LAB_INVENTORY) lab down
+
+lab-status:
+	$(PROVISIONER) -i $(LAB_INVENTORY) lab status
+
+# The lab's acceptance tests (3 VMs; needs root). The fixture tears the lab down itself.
+lab-test: lab-setup
+	$(VENV)/bin/pytest -m lab tests/lab -p no:cacheprovider --timeout 1200 $(PYTEST_ARGS)
+
+.PHONY: bench-http
+# 32 concurrent 100 MB downloads over loopback: the netboot HTTP server vs nginx (same run).
+bench-http: setup
+	$(PY) benchmarks/bench_http.py
+
+bench-bmc: setup
+	$(PY) benchmarks/bench_bmc.py
+.PHONY: bench-bmc

@@ -37,23 +37,27 @@ class Bundle:
         return "linstor" in self.storage
 
     def installs(self) -> list[str]:
+        """Components the bundle always installs, in the reference table's order."""
         parts = [*self.cni, *self.storage, *self.virtualization]
         if self.metallb:
             parts.append("metallb")
         parts += [*self.multitenancy, *self.common]
         if self.monitoring == "yes":
-            parts += ["victoria-metrics", "grafana"]
+            parts += list(MONITORING)
         return parts
 
+    def optional(self) -> list[str]:
+        """Components the operator may add (Cozystack's ``bundle-enable``)."""
+        return list(MONITORING) if self.monitoring == "optional" else []
+
     def excludes(self) -> list[str]:
-        everything = [c for b in BUNDLES.values() for c in b.installs()] + ["victoria-metrics", "grafana"]
-        mine = set(self.installs())
-        seen: set[str] = set()
-        out = []
-        for c in everything:
-            if c not in mine and c not in seen:
-                seen.add(c)
-                out.append(c)
+        """Components some other bundle installs that this one never does."""
+        mine = set(self.installs()) | set(self.optional())
+        out: list[str] = []
+        for bundle in BUNDLES.values():
+            for component in bundle.installs():
+                if component not in mine and component not in out:
+                    out.append(component)
         return out
 
     def stages(self) -> list[str]:
@@ -84,6 +88,7 @@ class Bundle:
             "summary": self.summary,
             "provisions_talos": self.provisions_talos,
             "installs": self.installs(),
+            "optional": self.optional(),
             "excludes": self.excludes(),
             "monitoring": self.monitoring,
             "requires_root_host": self.requires_root_host,
@@ -91,6 +96,7 @@ class Bundle:
         }
 
 
+MONITORING = ("victoria-metrics", "grafana")
 _COMMON = ("cert-manager", "cozystack-controller", "metrics-server", "prometheus-crds")
 
 BUNDLES: dict[str, Bundle] = {

@@ -47,4 +47,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+bash scripts/lab-setup.sh  # the lab's Talos stand-in image (cached; ~1 s when unchanged)
 echo "setup: ok"

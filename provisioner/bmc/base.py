@@ -54,8 +54,13 @@ class Identity:
     macs: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return {"uuid": self.uuid, "serial": self.serial, "vendor": self.vendor, "model": self.model,
-                "macs": list(self.macs)}
+        return {
+            "uuid": self.uuid,
+            "serial": self.serial,
+            "vendor": self.vendor,
+            "model": self.model,
+            "macs": list(self.macs),
+        }
 
 
 class BMCError(OperationError):

@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    command_timeout: float = 20.0  # one attempt of one call
+    command_timeout: float = 20.0  # one attempt of one call (library timeouts; hard backstop 2x+1)
     attempts: int = 4  # per operation, including re-issuing a change that did not verify
     backoff_initial: float = 0.2
     backoff_max: float = 5.0
@@ -112,10 +112,15 @@ class BMCController:
 
         worker = threading.Thread(target=run, name=f"bmc-{self.node}", daemon=True)
         worker.start()
-        if not done.wait(self.settings.command_timeout):
+        # The drivers give the library the command timeout (connect and read each), so
+        # the library normally gives up first and its thread is done. This deadline is
+        # the backstop for a library that hangs; an abandoned attempt could still
+        # reach the BMC late, which is why it is not the primary mechanism.
+        if not done.wait(2 * self.settings.command_timeout + 1):
             self.driver.reset_session()  # abandon it; the library gives up on its own later
-            raise BMCTimeout(self.node, self.endpoint, action,
-                             f"no answer within {self.settings.command_timeout:g}s")
+            raise BMCTimeout(
+                self.node, self.endpoint, action, f"no answer within {self.settings.command_timeout:g}s"
+            )
         if "error" in box:
             exc = box["error"]
             if isinstance(exc, BMCError):
@@ -132,12 +137,19 @@ class BMCController:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.info("node %s: %s: attempt %d failed (%s); retrying", self.node, action, state.attempt_number,
-                     exc.reason if isinstance(exc, BMCError) else exc)
+            log.info(
+                "node %s: %s: attempt %d failed (%s); retrying",
+                self.node,
+                action,
+                state.attempt_number,
+                exc.reason if isinstance(exc, BMCError) else exc,
+            )
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(s.attempts),
-            wait=tenacity.wait_exponential_jitter(multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
+            ),
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, BMCError) and e.transient),
             before_sleep=before_sleep,
             reraise=True,
@@ -147,7 +159,9 @@ class BMCController:
                 return fn(attempt.retry_state.attempt_number)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _poll(self, action: str, read: Callable[[], T], ok: Callable[[T], bool], timeout: float, what: str) -> T:
+    def _poll(
+        self, action: str, read: Callable[[], T], ok: Callable[[T], bool], timeout: float, what: str
+    ) -> T:
         """Read until ``ok`` or ``timeout``; read errors count as "not yet" until the end."""
         deadline = time.monotonic() + timeout
         pause = self.settings.verify_poll
@@ -169,12 +183,18 @@ class BMCController:
             pause = min(pause * 2, 2.0)
         if last_error is not None and last is None:
             raise last_error
-        raise BMCVerifyError(self.node, self.endpoint, action,
-                             f"the BMC acknowledged it but {what} (read back: {last}) after {timeout:g}s")
+        raise BMCVerifyError(
+            self.node,
+            self.endpoint,
+            action,
+            f"the BMC acknowledged it but {what} (read back: {last}) after {timeout:g}s",
+        )
 
     # -- operations ----------------------------------------------------------------------
     def power_state(self) -> PowerState:
-        return self._retrying("power status", lambda _n: self._attempt("power status", self.driver.power_state))
+        return self._retrying(
+            "power status", lambda _n: self._attempt("power status", self.driver.power_state)
+        )
 
     def _set_power(self, action: PowerAction, want: PowerState, timeout: float) -> None:
         name = f"power {action.value}"
@@ -184,7 +204,9 @@ class BMCController:
             if n > 1 and self._attempt("power status", self.driver.power_state) is want:
                 return
             self._attempt(name, lambda: self.driver.power(action))
-            self._poll(name, self.driver.power_state, lambda s: s is want, timeout, f"power is not {want.value}")
+            self._poll(
+                name, self.driver.power_state, lambda s: s is want, timeout, f"power is not {want.value}"
+            )
 
         self._retrying(name, attempt)
 
@@ -213,8 +235,13 @@ class BMCController:
                 self._attempt("power on", lambda: self.driver.power(PowerAction.ON))
             else:
                 self._attempt("reset", lambda: self.driver.power(PowerAction.RESET))
-            self._poll("reset", self.driver.power_state, lambda s: s is PowerState.ON,
-                       self.settings.verify_timeout, "power is not on")
+            self._poll(
+                "reset",
+                self.driver.power_state,
+                lambda s: s is PowerState.ON,
+                self.settings.verify_timeout,
+                "power is not on",
+            )
 
         self._retrying("reset", attempt)
 
@@ -222,18 +249,27 @@ class BMCController:
         device = BootDevice(device)
         uefi = self.default_uefi if uefi is None else uefi
         want = BootOverride(device, persistent, uefi)
-        name = f"set boot device {device.value} ({'persistent' if persistent else 'next boot only'}, " \
-               f"{'UEFI' if uefi else 'BIOS'})"
+        name = (
+            f"set boot device {device.value} ({'persistent' if persistent else 'next boot only'}, "
+            f"{'UEFI' if uefi else 'BIOS'})"
+        )
 
         def attempt(_n: int) -> None:
             self._attempt(name, lambda: self.driver.set_boot_override(device, persistent, uefi))
-            self._poll(name, self.driver.boot_override, lambda b: b == want, self.settings.boot_verify_timeout,
-                       "the boot override differs")
+            self._poll(
+                name,
+                self.driver.boot_override,
+                lambda b: b == want,
+                self.settings.boot_verify_timeout,
+                "the boot override differs",
+            )
 
         self._retrying(name, attempt)
 
     def identity(self) -> Identity:
-        return self._retrying("read identity", lambda _n: self._attempt("read identity", self.driver.identity))
+        return self._retrying(
+            "read identity", lambda _n: self._attempt("read identity", self.driver.identity)
+        )
 
     def close(self) -> None:
         try:
@@ -267,8 +303,9 @@ def connect(node: Node, base_dir: Path, settings: ControllerSettings | None = No
     if bmc.protocol is BMCProtocol.IPMI:
         from .ipmi import IpmiDriver
 
-        driver = IpmiDriver(node.name, bmc.address, bmc.effective_port, bmc.username, password,
-                            cipher_suite=bmc.cipher_suite)
+        driver = IpmiDriver(
+            node.name, bmc.address, bmc.effective_port, bmc.username, password, cipher_suite=bmc.cipher_suite
+        )
     else:
         from .redfish import RedfishDriver, base_url, tls_verify
 
@@ -276,10 +313,22 @@ def connect(node: Node, base_dir: Path, settings: ControllerSettings | None = No
         verify = tls_verify(bmc.verify_tls, bmc.ca_file, base_dir)
         if bmc.scheme == "https" and verify is False and url not in _insecure_warned:
             _insecure_warned.add(url)
-            log.warning("node %s: TLS verification of BMC %s is disabled (inventory bmc.verify_tls: false); "
-                        "its identity is not checked", node.name, url)
+            log.warning(
+                "node %s: TLS verification of BMC %s is disabled (inventory bmc.verify_tls: false); "
+                "its identity is not checked",
+                node.name,
+                url,
+            )
         if isinstance(verify, str) and not Path(verify).is_file():
             raise BMCConfigError(node.name, url, "connect", f"bmc.ca_file {verify} does not exist")
-        driver = RedfishDriver(node.name, url, bmc.username, password, verify=verify, system_id=bmc.system_id,
-                               expected_uuid=node.uuid, timeout=settings.command_timeout)
+        driver = RedfishDriver(
+            node.name,
+            url,
+            bmc.username,
+            password,
+            verify=verify,
+            system_id=bmc.system_id,
+            expected_uuid=node.uuid,
+            timeout=settings.command_timeout,
+        )
     return BMCController(node.name, driver, settings, default_uefi=uefi)

@@ -35,8 +35,15 @@ class NodeResult:
 
     def as_dict(self) -> dict[str, Any]:
         value = self.value.as_dict() if hasattr(self.value, "as_dict") else self.value
-        return {"node": self.node, "rack": self.rack, "ok": self.ok, "value": value, "error": self.error,
-                "error_type": self.error_type, "seconds": round(self.seconds, 3)}
+        return {
+            "node": self.node,
+            "rack": self.rack,
+            "ok": self.ok,
+            "value": value,
+            "error": self.error,
+            "error_type": self.error_type,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def run_on_nodes(
@@ -63,12 +70,24 @@ def run_on_nodes(
             value = fn(node)
             return NodeResult(node.name, node.rack, True, value, seconds=time.monotonic() - start)
         except BMCError as exc:
-            return NodeResult(node.name, node.rack, False, error=str(exc), error_type=type(exc).__name__,
-                              seconds=time.monotonic() - start)
+            return NodeResult(
+                node.name,
+                node.rack,
+                False,
+                error=str(exc),
+                error_type=type(exc).__name__,
+                seconds=time.monotonic() - start,
+            )
         except Exception as exc:  # a task's bug or a bad secret: that node fails, the rest go on
             log.debug("node %s: task failed", node.name, exc_info=True)
-            return NodeResult(node.name, node.rack, False, error=f"node {node.name}: {exc}",
-                              error_type=type(exc).__name__, seconds=time.monotonic() - start)
+            return NodeResult(
+                node.name,
+                node.rack,
+                False,
+                error=f"node {node.name}: {exc}",
+                error_type=type(exc).__name__,
+                seconds=time.monotonic() - start,
+            )
 
     def finished(node: Node, fut: Future[NodeResult]) -> None:
         nonlocal in_flight
@@ -78,19 +97,23 @@ def run_on_nodes(
             in_flight -= 1
             cond.notify()
 
-    with ThreadPoolExecutor(max_workers=min(concurrency, max(len(nodes), 1)), thread_name_prefix="bmc-fanout") as pool:
-        with cond:
-            while any(queues.values()):
-                # Round-robin over racks so one big rack does not starve the others.
-                started = False
-                for rack, queue in queues.items():
-                    if queue and running[rack] < per_rack and in_flight < concurrency:
-                        node = queue.popleft()
-                        running[rack] += 1
-                        in_flight += 1
-                        started = True
-                        fut = pool.submit(task, node)
-                        fut.add_done_callback(lambda f, n=node: finished(n, f))
-                if not started:
-                    cond.wait()
+    with (
+        ThreadPoolExecutor(
+            max_workers=min(concurrency, max(len(nodes), 1)), thread_name_prefix="bmc-fanout"
+        ) as pool,
+        cond,
+    ):
+        while any(queues.values()):
+            # Round-robin over racks so one big rack does not starve the others.
+            started = False
+            for rack, queue in queues.items():
+                if queue and running[rack] < per_rack and in_flight < concurrency:
+                    node = queue.popleft()
+                    running[rack] += 1
+                    in_flight += 1
+                    started = True
+                    fut = pool.submit(task, node)
+                    fut.add_done_callback(lambda f, n=node: finished(n, f))
+            if not started:
+                cond.wait()
     return {n.name: results[n.name] for n in nodes}

@@ -4,6 +4,9 @@ Only raw IPMI commands are used, with the encodings of the IPMI 2.0 specificatio
 because pyghmi's higher-level helpers hide the two bits the provisioner depends on
 (boot-flag persistence and EFI) and cannot choose a cipher suite.
 
+Threads: see the note on pyghmi's locks below; with it, 100+ sessions driven from
+the fan-out's threads work (tests/bmc/test_faults.py, benchmarks/bench_bmc.py).
+
 Cipher suites: pyghmi always proposes suite 17 (HMAC-SHA256) and assumes the BMC
 accepted it. Some BMCs (pyghmi's own server, hence virtualbmc) answer the RMCP+ Open
 Session request with suite-3 algorithms instead, and pyghmi then crashes in RAKP2
@@ -39,6 +42,14 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
+# pyghmi's client is one process-global event loop that every calling thread drives.
+# It takes its two registry locks in opposite orders (send_payload: keepalive then
+# waiting; wait_for_rsp -> _timedout -> send_payload: waiting then keepalive), which
+# deadlocks as soon as two threads hit a retransmit at once (seen with 100 nodes and
+# injected timeouts). Both are RLocks looked up at call time: making them one lock
+# removes the inversion without changing what they protect.
+pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
+
 AUTH_HMAC_SHA1 = 1
 AUTH_HMAC_SHA256 = 3
 SUPPORTED_SUITES = (3, 17)
@@ -49,12 +60,24 @@ BOOT_FLAG_PERSISTENT = 0x40
 BOOT_FLAG_EFI = 0x20
 _DEVICE_CODES = {BootDevice.PXE: 0x1, BootDevice.DISK: 0x2}
 _DEVICES = {v: k for k, v in _DEVICE_CODES.items()}
-_CHASSIS_CONTROL = {PowerAction.OFF: 0, PowerAction.ON: 1, PowerAction.CYCLE: 2, PowerAction.RESET: 3,
-                    PowerAction.SOFT_OFF: 5}
+_CHASSIS_CONTROL = {
+    PowerAction.OFF: 0,
+    PowerAction.ON: 1,
+    PowerAction.CYCLE: 2,
+    PowerAction.RESET: 3,
+    PowerAction.SOFT_OFF: 5,
+}
 # Completion codes worth retrying: busy, timeout, out of space, unspecified.
 _TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF, 0xFFFF}
-_CODE_TEXT = {0xC0: "node busy", 0xC1: "invalid command", 0xC3: "timeout", 0xCC: "invalid data field",
-              0xD4: "insufficient privilege", 0xD5: "not supported in present state", 0xFF: "unspecified error"}
+_CODE_TEXT = {
+    0xC0: "node busy",
+    0xC1: "invalid command",
+    0xC3: "timeout",
+    0xCC: "invalid data field",
+    0xD4: "insufficient privilege",
+    0xD5: "not supported in present state",
+    0xFF: "unspecified error",
+}
 
 
 class _SuiteSession(pyghmi_session.Session):
@@ -62,8 +85,17 @@ class _SuiteSession(pyghmi_session.Session):
 
     suite: int | None = None
 
-    def __new__(cls, bmc: str, userid: str, password: str, port: int = 623, kg: Any = None,
-                onlogon: Any = None, privlevel: Any = None, keepalive: bool = True) -> _SuiteSession:
+    def __new__(
+        cls,
+        bmc: str,
+        userid: str,
+        password: str,
+        port: int = 623,
+        kg: Any = None,
+        onlogon: Any = None,
+        privlevel: Any = None,
+        keepalive: bool = True,
+    ) -> _SuiteSession:
         # pyghmi hands out an existing session when bmc/user/password/port match, and
         # caches half-initialised ones under a key it never deletes (str vs bytes); a
         # failed login then poisons later logins. Each driver owns its session instead.
@@ -86,19 +118,30 @@ class _SuiteSession(pyghmi_session.Session):
 
     def _got_rmcp_response(self, data: Any) -> Any:
         # Open Session Response: the authentication algorithm the BMC chose is byte 16.
-        if (self.sessioncontext == "OPENSESSION" and len(data) >= 17 and data[1] == 0
-                and data[0] == self.rmcptag):
+        if (
+            self.sessioncontext == "OPENSESSION"
+            and len(data) >= 17
+            and data[1] == 0
+            and data[0] == self.rmcptag
+        ):
             proposed = AUTH_HMAC_SHA256 if self.attemptedhash == 256 else AUTH_HMAC_SHA1
             chosen = data[16]
             if chosen != proposed:
                 if self.suite is None and proposed == AUTH_HMAC_SHA256:
-                    log.debug("BMC %s answered suite 17 with algorithm %d: falling back to suite 3",
-                              self.bmc, chosen)
+                    log.debug(
+                        "BMC %s answered suite 17 with algorithm %d: falling back to suite 3",
+                        self.bmc,
+                        chosen,
+                    )
                     self.attemptedhash = 1
                     self._open_rmcpplus_request()
                     return None
-                self.onlogon({"error": f"BMC does not support cipher suite {self.suite or 3} "
-                                       f"(it chose authentication algorithm {chosen})"})
+                self.onlogon(
+                    {
+                        "error": f"BMC does not support cipher suite {self.suite or 3} "
+                        f"(it chose authentication algorithm {chosen})"
+                    }
+                )
                 return -9
         return super()._got_rmcp_response(data)
 
@@ -122,11 +165,23 @@ _SESSION_CLASSES: dict[int | None, type[_SuiteSession]] = {
 class IpmiDriver:
     """Single-attempt IPMI operations on one BMC; one RMCP+ session reused until it fails."""
 
-    def __init__(self, node: str, address: str, port: int, username: str, password: str,
-                 cipher_suite: int | None = None) -> None:
+    def __init__(
+        self,
+        node: str,
+        address: str,
+        port: int,
+        username: str,
+        password: str,
+        cipher_suite: int | None = None,
+    ) -> None:
         if cipher_suite is not None and cipher_suite not in SUPPORTED_SUITES:
-            raise BMCCommandError(node, f"ipmi://{address}:{port}", "connect",
-                                  f"cipher suite {cipher_suite} is not supported (use 3 or 17)", transient=False)
+            raise BMCCommandError(
+                node,
+                f"ipmi://{address}:{port}",
+                "connect",
+                f"cipher suite {cipher_suite} is not supported (use 3 or 17)",
+                transient=False,
+            )
         self.node = node
         self.address, self.port = address, port
         self.endpoint = f"ipmi://{address}:{port}"
@@ -139,8 +194,15 @@ class IpmiDriver:
     def _error(self, action: str, reason: str) -> BMCError:
         reason = scrub(reason, self._password)
         low = reason.lower()
-        if "password" in low or "unauthorized" in low or "privilege" in low or "name" in low and "user" in low:
-            return BMCAuthError(self.node, self.endpoint, action, "authentication failed (user or password wrong)")
+        if (
+            "password" in low
+            or "unauthorized" in low
+            or "privilege" in low
+            or ("name" in low and "user" in low)
+        ):
+            return BMCAuthError(
+                self.node, self.endpoint, action, "authentication failed (user or password wrong)"
+            )
         if "timeout" in low or "no longer connected" in low:
             return BMCTimeout(self.node, self.endpoint, action, reason)
         if "cipher suite" in low or "rakp2" in low:
@@ -152,13 +214,17 @@ class IpmiDriver:
             return self._session
         cls = _session_class(self.cipher_suite)
         try:
-            self._session = cls(bmc=self.address, userid=self._username, password=self._password, port=self.port)
+            self._session = cls(
+                bmc=self.address, userid=self._username, password=self._password, port=self.port
+            )
         except pyghmi_exc.IpmiException as exc:
             self._session = None
             raise self._error(action, f"session set-up: {exc}") from None
         except OSError as exc:
             self._session = None
-            raise BMCUnavailable(self.node, self.endpoint, action, f"cannot reach the BMC: {exc.strerror}") from None
+            raise BMCUnavailable(
+                self.node, self.endpoint, action, f"cannot reach the BMC: {exc.strerror}"
+            ) from None
         return self._session
 
     def _raw(self, action: str, netfn: int, command: int, data: tuple[int, ...] = ()) -> bytes:
@@ -174,8 +240,13 @@ class IpmiDriver:
                 self.reset_session()
                 raise BMCTimeout(self.node, self.endpoint, action, "no answer from the BMC")
             text = _CODE_TEXT.get(code, scrub(str(rsp["error"]), self._password))
-            raise BMCCommandError(self.node, self.endpoint, action, f"completion code {code:#04x} ({text})",
-                                  transient=code in _TRANSIENT_CODES)
+            raise BMCCommandError(
+                self.node,
+                self.endpoint,
+                action,
+                f"completion code {code:#04x} ({text})",
+                transient=code in _TRANSIENT_CODES,
+            )
         return bytes(rsp["data"])
 
     def reset_session(self) -> None:
@@ -193,7 +264,9 @@ class IpmiDriver:
     def power_state(self) -> PowerState:
         data = self._raw("power status", 0x00, 0x01)  # Get Chassis Status
         if not data:
-            raise BMCCommandError(self.node, self.endpoint, "power status", "empty chassis status", transient=True)
+            raise BMCCommandError(
+                self.node, self.endpoint, "power status", "empty chassis status", transient=True
+            )
         return PowerState.ON if data[0] & 0x01 else PowerState.OFF
 
     def power(self, action: PowerAction) -> None:
@@ -202,7 +275,9 @@ class IpmiDriver:
     def boot_override(self) -> BootOverride:
         data = self._raw("read boot device", 0x00, 0x09, (0x05, 0x00, 0x00))  # Get System Boot Options
         if len(data) < 4:
-            raise BMCCommandError(self.node, self.endpoint, "read boot device", "short boot flags", transient=True)
+            raise BMCCommandError(
+                self.node, self.endpoint, "read boot device", "short boot flags", transient=True
+            )
         flags, selector = data[2], (data[3] >> 2) & 0x0F
         device = _DEVICES.get(selector) if flags & BOOT_FLAG_VALID else None
         return BootOverride(device, bool(flags & BOOT_FLAG_PERSISTENT), bool(flags & BOOT_FLAG_EFI))
@@ -219,4 +294,3 @@ class IpmiDriver:
         data = self._raw("read identity", 0x06, 0x37)  # Get System GUID
         guid = str(uuidlib.UUID(bytes_le=data[:16])) if len(data) >= 16 else None
         return Identity(uuid=guid)
-

@@ -2,8 +2,9 @@
 
 TLS verification is on unless the inventory turns it off (``verify_tls: false``, with
 a warning); ``ca_file`` trusts a site CA or a BMC's self-signed certificate. sushy's own
-retries on 5xx answers are disabled (``server_side_retries=0``) because the controller
-decides what to retry. Basic auth is used rather than Redfish sessions: it needs no
+retries are kept to the minimum (see ``_connect``) because the controller decides what
+to retry, and a library re-sending a power command after we gave up on it would undo
+a later command. Basic auth is used rather than Redfish sessions: it needs no
 session bookkeeping across threads and works on every BMC we target.
 """
 
@@ -51,8 +52,18 @@ _RESET_CHOICES: dict[PowerAction, tuple[sushy.ResetType, ...]] = {
 class RedfishDriver:
     """Single-attempt Redfish operations on one ComputerSystem of one BMC."""
 
-    def __init__(self, node: str, base_url: str, username: str, password: str, *, verify: bool | str,
-                 system_id: str | None, expected_uuid: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        node: str,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        verify: bool | str,
+        system_id: str | None,
+        expected_uuid: str | None,
+        timeout: float,
+    ) -> None:
         self.node = node
         self.endpoint = base_url
         self._base_url = base_url
@@ -71,21 +82,31 @@ class RedfishDriver:
         if isinstance(exc, BMCError):
             return exc
         if isinstance(exc, sushy_exc.AccessError) and getattr(exc, "status_code", None) in (401, 403):
-            return BMCAuthError(self.node, self.endpoint, action, "authentication failed (user or password wrong)")
+            return BMCAuthError(
+                self.node, self.endpoint, action, "authentication failed (user or password wrong)"
+            )
         if isinstance(exc, sushy_exc.ConnectionError):
             cause = exc.__cause__ or exc.__context__
             chain = f"{text} {cause!r}"
-            if "CERTIFICATE_VERIFY_FAILED" in chain or isinstance(cause, requests.exceptions.SSLError | ssl.SSLError):
-                return BMCConfigError(self.node, self.endpoint, action,
-                                      "TLS certificate not trusted; give bmc.ca_file (the BMC's CA or "
-                                      "certificate) or set bmc.verify_tls: false")
+            if "CERTIFICATE_VERIFY_FAILED" in chain or isinstance(
+                cause, requests.exceptions.SSLError | ssl.SSLError
+            ):
+                return BMCConfigError(
+                    self.node,
+                    self.endpoint,
+                    action,
+                    "TLS certificate not trusted; give bmc.ca_file (the BMC's CA or "
+                    "certificate) or set bmc.verify_tls: false",
+                )
             if "timed out" in chain.lower() or "timeout" in chain.lower():
                 return BMCTimeout(self.node, self.endpoint, action, "no answer within the timeout")
             return BMCUnavailable(self.node, self.endpoint, action, "cannot connect to the BMC")
         if isinstance(exc, sushy_exc.HTTPError):
             status = getattr(exc, "status_code", None) or 0
             transient = status >= 500 or status in (408, 409, 429)
-            return BMCCommandError(self.node, self.endpoint, action, f"HTTP {status}: {text}", transient=transient)
+            return BMCCommandError(
+                self.node, self.endpoint, action, f"HTTP {status}: {text}", transient=transient
+            )
         if isinstance(exc, sushy_exc.InvalidParameterValueError | sushy_exc.MissingAttributeError):
             return BMCCommandError(self.node, self.endpoint, action, text, transient=False)
         if isinstance(exc, requests.exceptions.Timeout):
@@ -100,7 +121,11 @@ class RedfishDriver:
                 self._base_url,
                 auth=sushy_auth.BasicAuth(username=self._username, password=self._password),
                 verify=self._verify,
-                server_side_retries=0,
+                # 0 would mean "3 retries, 2 s apart" for connection errors (sushy uses
+                # `or 3`), re-sending a POST we already gave up on; 1 means no retry on
+                # connection errors and one immediate retry of a 5xx answer.
+                server_side_retries=1,
+                server_side_retries_delay=0,
                 read_timeout=self._timeout,
                 connect_timeout=self._timeout,
             )
@@ -124,17 +149,26 @@ class RedfishDriver:
                 system = root.get_system(path)
                 if (system.uuid or "").lower() == self._expected_uuid.lower():
                     return system
-        raise BMCConfigError(self.node, self.endpoint, action,
-                             f"the BMC manages {len(paths)} systems; set bmc.system_id in the inventory "
-                             f"(found: {', '.join(p.rstrip('/').rsplit('/', 1)[-1] for p in paths)})")
+        raise BMCConfigError(
+            self.node,
+            self.endpoint,
+            action,
+            f"the BMC manages {len(paths)} systems; set bmc.system_id in the inventory "
+            f"(found: {', '.join(p.rstrip('/').rsplit('/', 1)[-1] for p in paths)})",
+        )
+
+    def _fail(self, action: str, exc: Exception) -> BMCError:
+        """Translate; drop the connection unless the BMC answered (an HTTP error keeps it)."""
+        if not isinstance(exc, sushy_exc.HTTPError | BMCError):
+            self.reset_session()
+        return self._translate(action, exc)
 
     def _fresh(self, action: str) -> Any:
         system = self._connect(action)
         try:
             system.refresh(force=True)
         except Exception as exc:
-            self.reset_session()
-            raise self._translate(action, exc) from None
+            raise self._fail(action, exc) from None
         return system
 
     def reset_session(self) -> None:
@@ -160,14 +194,17 @@ class RedfishDriver:
             allowed = system.get_allowed_reset_system_values()
             choice = next((r for r in _RESET_CHOICES[action] if r in allowed), None)
             if choice is None:
-                raise BMCCommandError(self.node, self.endpoint, name,
-                                      f"the BMC offers no reset type for it (allowed: "
-                                      f"{', '.join(sorted(r.value for r in allowed))})", transient=False)
+                raise BMCCommandError(
+                    self.node,
+                    self.endpoint,
+                    name,
+                    f"the BMC offers no reset type for it (allowed: "
+                    f"{', '.join(sorted(r.value for r in allowed))})",
+                    transient=False,
+                )
             system.reset_system(choice)
         except Exception as exc:
-            if not isinstance(exc, BMCError):
-                self.reset_session()
-            raise self._translate(name, exc) from None
+            raise self._fail(name, exc) from None
 
     def boot_override(self) -> BootOverride:
         system = self._fresh("read boot device")
@@ -176,20 +213,23 @@ class RedfishDriver:
         device = _DEVICES.get(boot.target.value) if boot.target is not None else None
         if enabled == sushy.BootSourceOverrideEnabled.DISABLED:
             device = None
-        return BootOverride(device, enabled == sushy.BootSourceOverrideEnabled.CONTINUOUS,
-                            boot.mode == sushy.BootSourceOverrideMode.UEFI)
+        return BootOverride(
+            device,
+            enabled == sushy.BootSourceOverrideEnabled.CONTINUOUS,
+            boot.mode == sushy.BootSourceOverrideMode.UEFI,
+        )
 
     def set_boot_override(self, device: BootDevice, persistent: bool, uefi: bool) -> None:
         name = f"set boot device {device.value}"
         system = self._connect(name)
-        enabled = (sushy.BootSourceOverrideEnabled.CONTINUOUS if persistent
-                   else sushy.BootSourceOverrideEnabled.ONCE)
+        enabled = (
+            sushy.BootSourceOverrideEnabled.CONTINUOUS if persistent else sushy.BootSourceOverrideEnabled.ONCE
+        )
         mode = sushy.BootSourceOverrideMode.UEFI if uefi else sushy.BootSourceOverrideMode.LEGACY
         try:
             system.set_system_boot_options(target=_TARGETS[device], enabled=enabled, mode=mode)
         except Exception as exc:
-            self.reset_session()
-            raise self._translate(name, exc) from None
+            raise self._fail(name, exc) from None
 
     def identity(self) -> Identity:
         system = self._fresh("read identity")
@@ -200,8 +240,13 @@ class RedfishDriver:
                     macs.append(nic.mac_address.lower())
         except Exception as exc:  # some BMCs do not report NICs: identity without MACs
             log.debug("node %s: BMC %s reports no NICs: %s", self.node, self.endpoint, type(exc).__name__)
-        return Identity(uuid=system.uuid, serial=system.serial_number, vendor=system.manufacturer,
-                        model=system.model, macs=tuple(macs))
+        return Identity(
+            uuid=system.uuid,
+            serial=system.serial_number,
+            vendor=system.manufacturer,
+            model=system.model,
+            macs=tuple(macs),
+        )
 
 
 def base_url(scheme: str, address: str, port: int) -> str:

@@ -20,7 +20,7 @@ from ..errors import ProvisionerError
 from .context import DEFAULT_INVENTORY, App
 
 # Each module registers its own group of subcommands (one module per stage).
-COMMAND_MODULES = ["site", "talos", "cluster", "lab", "bmc"]
+COMMAND_MODULES = ["site", "talos", "cluster", "lab", "bmc", "netboot"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -19,10 +19,20 @@ from .context import App, pass_app
 from .output import emit
 
 _fanout_options = [
-    click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True,
-                 help="Nodes handled at once, overall."),
-    click.option("--per-rack", type=click.IntRange(1, 1024), default=8, show_default=True,
-                 help="Nodes handled at once within one rack."),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 1024),
+        default=32,
+        show_default=True,
+        help="Nodes handled at once, overall.",
+    ),
+    click.option(
+        "--per-rack",
+        type=click.IntRange(1, 1024),
+        default=8,
+        show_default=True,
+        help="Nodes handled at once within one rack.",
+    ),
 ]
 
 
@@ -38,8 +48,14 @@ def register(cli: click.Group) -> None:
     cli.add_command(bmc)
 
 
-def _run(app: App, action: str, fn: Callable[[Any, Node], Any], concurrency: int, per_rack: int,
-         text_value: Callable[[Any], str] = str) -> dict[str, NodeResult]:
+def _run(
+    app: App,
+    action: str,
+    fn: Callable[[Any, Node], Any],
+    concurrency: int,
+    per_rack: int,
+    text_value: Callable[[Any], str] = str,
+) -> dict[str, NodeResult]:
     site = app.site
     nodes = app.selected()
     settings = ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
@@ -49,8 +65,11 @@ def _run(app: App, action: str, fn: Callable[[Any, Node], Any], concurrency: int
             return fn(ctl, node)
 
     results = run_on_nodes(nodes, task, concurrency=concurrency, per_rack=per_rack)
-    data = {"action": action, "results": [r.as_dict() for r in results.values()],
-            "failed": sum(not r.ok for r in results.values())}
+    data = {
+        "action": action,
+        "results": [r.as_dict() for r in results.values()],
+        "failed": sum(not r.ok for r in results.values()),
+    }
 
     def text(d: dict[str, Any]) -> str:
         lines = []
@@ -112,11 +131,18 @@ def power_cycle(app: App, concurrency: int, per_rack: int) -> None:
 @click.option("--uefi/--bios", "uefi", default=None, help="Boot mode (default: the node's boot.mode).")
 @_fanout
 @pass_app
-def bootdev(app: App, device: str, persistent: bool, uefi: bool | None, concurrency: int, per_rack: int) -> None:
+def bootdev(
+    app: App, device: str, persistent: bool, uefi: bool | None, concurrency: int, per_rack: int
+) -> None:
     """Set the device nodes boot from: pxe or disk."""
-    _run(app, f"bootdev {device}",
-         lambda c, _n: c.set_boot_device(BootDevice(device), persistent=persistent, uefi=uefi),
-         concurrency, per_rack, lambda _v: "")
+    _run(
+        app,
+        f"bootdev {device}",
+        lambda c, _n: c.set_boot_device(BootDevice(device), persistent=persistent, uefi=uefi),
+        concurrency,
+        per_rack,
+        lambda _v: "",
+    )
 
 
 @click.group()
@@ -132,7 +158,9 @@ def identity_mismatches(node: Node, ident: Identity) -> list[str]:
     if node.serial and ident.serial and node.serial != ident.serial:
         problems.append(f"serial is {ident.serial}, inventory says {node.serial}")
     if ident.macs and node.boot.mac.lower() not in {m.lower() for m in ident.macs}:
-        problems.append(f"boot MAC {node.boot.mac} is unknown to the BMC (it reports {', '.join(ident.macs)})")
+        problems.append(
+            f"boot MAC {node.boot.mac} is unknown to the BMC (it reports {', '.join(ident.macs)})"
+        )
     return problems
 
 
@@ -146,7 +174,9 @@ def bmc_identify(app: App, concurrency: int, per_rack: int) -> None:
         ident = ctl.identity()
         problems = identity_mismatches(node, ident)
         if problems:
-            raise OperationError(f"node {node.name}: BMC {ctl.endpoint}: identity mismatch: " + "; ".join(problems))
+            raise OperationError(
+                f"node {node.name}: BMC {ctl.endpoint}: identity mismatch: " + "; ".join(problems)
+            )
         return ident.as_dict()
 
     def text(v: dict[str, Any]) -> str:

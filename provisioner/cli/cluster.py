@@ -23,8 +23,13 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--bmc-concurrency", default=32, show_default=True, help="BMC commands in flight at once.")
 @click.option("--per-rack", default=8, show_default=True, help="BMC commands in flight per rack.")
-@click.option("--progress", "progress_mode", type=click.Choice(["auto", "live", "lines", "json"]), default="auto",
-              help="Progress display (json with --output json).")
+@click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "live", "lines", "json"]),
+    default="auto",
+    help="Progress display (json with --output json).",
+)
 @pass_app
 def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int:
     """Provision the selected nodes and form the cluster; rerun to resume."""
@@ -34,7 +39,9 @@ def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int
     nodes = app.selected()
     if app.output == "json" and progress_mode == "auto":
         progress_mode = "json"
-    result = run_up(site, nodes, progress_mode=progress_mode, bmc_concurrency=bmc_concurrency, per_rack=per_rack)
+    result = run_up(
+        site, nodes, progress_mode=progress_mode, bmc_concurrency=bmc_concurrency, per_rack=per_rack
+    )
     emit(result.as_dict(), _summary_text)
     return 0 if result.ok else 1
 
@@ -67,23 +74,34 @@ def status(app: App) -> None:
     for node in app.selected():
         rec = store.node(node.name)
         ev = last.get(node.name)
-        rows.append({
-            "name": node.name,
-            "rack": node.rack,
-            "role": node.role.value,
-            "phase": rec.phase.value,
-            "installed": rec.installed,
-            "error": rec.error,
-            "last_event": None if ev is None else {
-                "id": ev.id, "kind": ev.kind, "outcome": ev.outcome,
-                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time)),
-                "detail": ev.data.get("detail") or ev.data.get("path") or "",
-            },
-        })
+        rows.append(
+            {
+                "name": node.name,
+                "rack": node.rack,
+                "role": node.role.value,
+                "phase": rec.phase.value,
+                "installed": rec.installed,
+                "error": rec.error,
+                "last_event": None
+                if ev is None
+                else {
+                    "id": ev.id,
+                    "kind": ev.kind,
+                    "outcome": ev.outcome,
+                    "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time)),
+                    "detail": ev.data.get("detail") or ev.data.get("path") or "",
+                },
+            }
+        )
     from ..workflow.clusterflow import ClusterState, cluster_state_path
 
     cluster = ClusterState.load(cluster_state_path(store))
-    data = {"cluster": site.cluster.name, "formed": cluster.formed, "etcd_members": cluster.members, "nodes": rows}
+    data = {
+        "cluster": site.cluster.name,
+        "formed": cluster.formed,
+        "etcd_members": cluster.members,
+        "nodes": rows,
+    }
 
     def text(d: dict[str, Any]) -> str:
         out = [f"cluster {d['cluster']}: {'formed' if d['formed'] else 'not formed'}"]

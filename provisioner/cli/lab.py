@@ -24,7 +24,9 @@ def register(cli: click.Group) -> None:
 
 
 _lab_dir_option = click.option(
-    "--lab-dir", type=click.Path(path_type=Path), default=None,
+    "--lab-dir",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Lab state directory (default $PROVISIONER_LAB_DIR or .lab).",
 )
 
@@ -78,7 +80,9 @@ def lab_status(app: App, lab_dir: Path | None) -> None:
         for n in s["nodes"]:
             boot = n["boot"] or {}
             how = f"{boot.get('device', '-')}{'' if boot.get('persistent', True) else ' (once)'}"
-            lines.append(f"  {n['name']:<12} {'on ' if n['powered'] else 'off'}  boot {how:<12} {n['bmc'] or '-'}")
+            lines.append(
+                f"  {n['name']:<12} {'on ' if n['powered'] else 'off'}  boot {how:<12} {n['bmc'] or '-'}"
+            )
         return "\n".join(lines)
 
     emit(st, text)

@@ -96,6 +96,7 @@ def bundles() -> None:
         for b in rows:
             out.append(f"{b['name']}: {b['summary']}")
             out.append(f"  installs: {', '.join(b['installs'])}")
+            out.append(f"  optional: {', '.join(b['optional']) or '-'}")
             out.append(f"  excludes: {', '.join(b['excludes']) or '-'}")
             root_host = "yes" if b["requires_root_host"] else "no"
             out.append(f"  monitoring: {b['monitoring']}; root host required: {root_host}")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from .checks import check_site
 from .model import Node, Site
-from .problems import InventoryError, Problem
+from .problems import InventoryError, Problem, kind_of
 from .source import LocDict, format_path, load_document, locate
 
 __all__ = ["Inventory", "InventoryError", "Node", "Problem", "Site", "load_inventory", "load_site"]
@@ -85,6 +85,10 @@ def _message(err: Any) -> str:
         msg = msg.removeprefix(prefix)
     if kind in ("enum", "literal_error"):
         msg = f"{msg}, got {err.get('input')!r}"
+    elif kind.endswith("_type") and "input" in err:
+        msg = f"{msg}, got {kind_of(err['input'])}"
+        if kind == "string_type" and isinstance(err["input"], int | float):
+            msg += f" (write '{err['input']}' in quotes to make it text)"
     return msg
 
 
@@ -110,7 +114,7 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         site = Site.model_validate({**doc, "source": root})
     except ValidationError as exc:
-        raise InventoryError(_from_validation_error(exc, doc)) from None
+        raise InventoryError(_in_reading_order(_from_validation_error(exc, doc))) from None
 
     errors: list[Problem] = []
     warnings: list[Problem] = []
@@ -122,8 +126,13 @@ def load_inventory(path: str | Path) -> Inventory:
         problem = Problem(file, line, format_path(fpath), message, severity)
         (errors if severity == "error" else warnings).append(problem)
     if errors:
-        raise InventoryError(errors)
-    return Inventory(site, warnings)
+        raise InventoryError(_in_reading_order(errors))
+    return Inventory(site, _in_reading_order(warnings))
+
+
+def _in_reading_order(problems: list[Problem]) -> list[Problem]:
+    """Sorted by file and line, so an operator can fix them top to bottom."""
+    return sorted(problems, key=lambda p: (p.file, p.line))
 
 
 def load_site(path: str | Path) -> Site:

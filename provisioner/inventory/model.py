@@ -17,6 +17,7 @@ import netaddr
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
 from ..bundles import BUNDLES
+from .problems import kind_of
 
 DEFAULT_TALOS_VERSION = "v1.11.6"
 DEFAULT_KUBERNETES_VERSION = "1.34.1"
@@ -33,7 +34,7 @@ def _ip(value: Any) -> netaddr.IPAddress:
     if isinstance(value, netaddr.IPAddress):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected an IP address, got {type(value).__name__}")
+        raise ValueError(f"expected an IP address, got {kind_of(value)}")
     # inet_pton is strict (no "10.1" shorthand) and several times faster than netaddr's parser,
     # which matters at 10,000 nodes with two addresses each.
     family = socket.AF_INET6 if ":" in value else socket.AF_INET
@@ -473,8 +474,21 @@ class Tenant(Model):
         return v
 
 
+ROOT_SERVICES = ("etcd", "ingress", "monitoring")
+
+
+def _root_tenant(value: Any) -> Any:
+    """tenant-root runs etcd, ingress and monitoring unless the operator says otherwise:
+    that is how Cozystack's install leaves it, and every other tenant falls back on it."""
+    if isinstance(value, dict):
+        return {**dict.fromkeys(ROOT_SERVICES, True), **value}
+    return value
+
+
 class Tenants(Model):
-    root: Tenant = Field(default_factory=lambda: Tenant(etcd=True, ingress=True, monitoring=True))
+    root: Annotated[Tenant, BeforeValidator(_root_tenant)] = Field(
+        default_factory=lambda: Tenant(etcd=True, ingress=True, monitoring=True)
+    )
 
 
 class Site(Model):
@@ -497,7 +511,9 @@ class Site(Model):
 
     @property
     def state_dir(self) -> Path:
-        return Path(self.cluster.state_dir or f"state/{self.cluster.name}")
+        """Absolute, so daemons that change directory (dnsmasq) find it too; a relative
+        ``cluster.state_dir`` is taken from where the tool runs, like the default."""
+        return Path(self.cluster.state_dir or f"state/{self.cluster.name}").absolute()
 
     @property
     def controlplanes(self) -> list[Node]:

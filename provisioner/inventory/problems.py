@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 
@@ -43,3 +44,20 @@ class InventoryError(InputError):
         n = len(self.problems)
         head = f"inventory is invalid ({n} error{'s' if n != 1 else ''}):"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+def kind_of(value: Any) -> str:
+    """How an operator would name a YAML value's type (not Python's class name)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

@@ -21,7 +21,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.resolver import Resolver
 
-from .problems import InventoryError, Problem
+from .problems import InventoryError, Problem, kind_of
 
 Loc = tuple[str, int]  # (file, 1-based line)
 
@@ -268,6 +268,11 @@ def load_yaml_text(text: str, label: str) -> Any:
         line = mark.line + 1 if mark else 0
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         raise InventoryError([Problem(label, line, "", f"YAML syntax error: {what}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a NUL byte
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        what = f"character #x{code:04x} is not allowed ({exc.reason})"
+        raise InventoryError([Problem(label, line, "", f"YAML error: {what}")]) from None
     except yaml.YAMLError as exc:
         raise InventoryError([Problem(label, 0, "", f"YAML error: {exc}")]) from None
     finally:
@@ -362,10 +367,8 @@ def load_document(path: Path) -> LocDict:
             continue
         if not isinstance(doc, LocDict):
             line = doc.loc[1] if isinstance(doc, LocList) else 1
-            found = "a list" if isinstance(doc, LocList) else f"a {type(doc).__name__}"
-            raise InventoryError(
-                [Problem(_display(file), line, "", f"the document must be a mapping of sections, not {found}")]
-            )
+            message = f"the document must be a mapping of sections, not {kind_of(doc)}"
+            raise InventoryError([Problem(_display(file), line, "", message)])
         if merged is None:
             merged = doc
             continue

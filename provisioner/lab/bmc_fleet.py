@@ -17,6 +17,7 @@ stops the child.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing.connection
 import os
@@ -94,16 +95,21 @@ class BmcFleet:
 
         self.spec.workdir.mkdir(parents=True, exist_ok=True)
         if self.spec.redfish:
-            write_htpasswd(self.spec.workdir / "redfish-users.htpasswd", self.spec.username, self.spec.password)
+            write_htpasswd(
+                self.spec.workdir / "redfish-users.htpasswd", self.spec.username, self.spec.password
+            )
             if self.spec.tls:
-                self.ca_file = make_tls_material(self.spec.workdir / "tls", (self.spec.address, "localhost")).ca
+                self.ca_file = make_tls_material(
+                    self.spec.workdir / "tls", (self.spec.address, "localhost")
+                ).ca
         kinds = [k for k in ("ipmi", "redfish") if getattr(self.spec, k)]
         try:
             for kind in kinds:
                 parent_sock, child_sock = socket.socketpair()
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "provisioner.lab.bmc_fleet", kind, str(child_sock.fileno())],
-                    pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+                    pass_fds=(child_sock.fileno(),),
+                    stdin=subprocess.DEVNULL,
                 )
                 child_sock.close()
                 conn = multiprocessing.connection.Connection(parent_sock.detach())
@@ -149,11 +155,9 @@ class BmcFleet:
         return total
 
     def stop(self) -> None:
-        for proc, conn in self._children:
-            try:
+        for _proc, conn in self._children:
+            with contextlib.suppress(OSError, EOFError):
                 conn.send(("stop",))
-            except (OSError, EOFError):
-                pass
         for proc, conn in self._children:
             try:
                 proc.wait(timeout=10)
@@ -169,18 +173,25 @@ def _snapshot(machine: Machine) -> dict[str, Any]:
     if callable(snap):
         return snap()  # type: ignore[no-any-return]
     boot = machine.boot_device()
-    return {"name": machine.name, "powered": machine.power_state(),
-            "boot": {"device": boot.device, "persistent": boot.persistent, "uefi": boot.uefi}}
+    return {
+        "name": machine.name,
+        "powered": machine.power_state(),
+        "boot": {"device": boot.device, "persistent": boot.persistent, "uefi": boot.uefi},
+    }
 
 
 def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
     """Entry point of an emulator child process: build the BMCs, serve, answer the pipe."""
     spec: FleetSpec = conn.recv()
-    logging.basicConfig(level=spec.log_level, format=f"%(asctime)s bmc-emulator[{kind}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=spec.log_level, format=f"%(asctime)s bmc-emulator[{kind}] %(levelname)s %(message)s"
+    )
     logging.getLogger("werkzeug").setLevel(max(spec.log_level, logging.WARNING))
     stop = threading.Event()
     # Each process gets its own RNG stream, still reproducible from the one seed.
-    faults = FaultInjector(FaultSpec(**{**spec.faults.__dict__, "seed": spec.faults.seed + (kind == "redfish")}))
+    faults = FaultInjector(
+        FaultSpec(**{**spec.faults.__dict__, "seed": spec.faults.seed + (kind == "redfish")})
+    )
     machines: dict[str, Machine] = {}
     try:
         if kind == "ipmi":
@@ -200,7 +211,11 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
             from .redfish_bmc import RedfishEmulator, TlsFiles
 
             tls_dir = spec.workdir / "tls"
-            tls = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server-key.pem") if spec.tls else None
+            tls = (
+                TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server-key.pem")
+                if spec.tls
+                else None
+            )
             ports = {}
             emulators = []
             for service in spec.redfish:
@@ -209,9 +224,15 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
                     m = spec.machine_factory(ms)
                     machines[m.name] = service_machines[m.name] = m
                 emulators.append((service, service_machines))
-            # sushy-tools' app is one per process: every port serves every system.
-            emu = RedfishEmulator(machines, spec.address, [s.port for s, _ in emulators],
-                                  spec.workdir / "redfish-users.htpasswd", tls, faults, hang=spec.hang)
+            emu = RedfishEmulator(
+                machines,
+                spec.address,
+                [(s.port, frozenset(ms)) for s, ms in emulators],
+                spec.workdir / "redfish-users.htpasswd",
+                tls,
+                faults,
+                hang=spec.hang,
+            )
             for server, (_service, service_machines) in zip(emu._servers, emulators, strict=True):
                 for name in service_machines:
                     ports[name] = ("redfish", server.server_port)

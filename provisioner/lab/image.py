@@ -137,7 +137,9 @@ def kernel_package() -> str:
         line = line.strip()
         if line.startswith("Depends:") and "linux-image-6." in line:
             return line.split(":", 1)[1].strip()
-    raise OperationError("image build: apt-cache knows no linux-image-6.* behind linux-image-amd64 (apt-get update?)")
+    raise OperationError(
+        "image build: apt-cache knows no linux-image-6.* behind linux-image-amd64 (apt-get update?)"
+    )
 
 
 def download_debs(names: Iterable[str], debs: Path) -> dict[str, Path]:
@@ -281,7 +283,15 @@ def _wheels(target: Path, cache: Path) -> None:
     if not (store / ".complete").exists():
         tmp = Path(tempfile.mkdtemp(prefix="site-", dir=cache))
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
-        cmd += ["--target", str(tmp), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11"]
+        cmd += [
+            "--target",
+            str(tmp),
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            "3.11",
+        ]
         for plat in ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64", "any"):
             cmd += ["--platform", plat]
         _run([*cmd, *WHEELS])
@@ -289,7 +299,9 @@ def _wheels(target: Path, cache: Path) -> None:
         if store.exists():
             shutil.rmtree(store)
         tmp.rename(store)
-    shutil.copytree(store, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", "*.dist-info"))
+    shutil.copytree(
+        store, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", "*.dist-info")
+    )
 
 
 def _project_files() -> list[Path]:
@@ -346,7 +358,9 @@ def _pack(root: Path, out: Path) -> None:
     with open(out, "wb") as fh:
         cpio = subprocess.Popen(
             ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0", "--reproducible"],
-            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         zstd = subprocess.Popen(["zstd", "-q", "-12", "-T0", "-c"], stdin=cpio.stdout, stdout=fh)
         assert cpio.stdin is not None and cpio.stdout is not None
@@ -385,7 +399,9 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
     digest = input_hash(debs)
     out = cache / digest
     if (out / "manifest.json").exists() and not force:
-        img = Image(out, out / "vmlinuz", out / "initramfs.zst", json.loads((out / "manifest.json").read_text()))
+        img = Image(
+            out, out / "vmlinuz", out / "initramfs.zst", json.loads((out / "manifest.json").read_text())
+        )
         _link(link, out)
         return img
 
@@ -393,12 +409,28 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
     work = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
     try:
         root, kroot = work / "root", work / "kernel"
-        for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp", "var/lib",
-                  "mnt", "root", "etc"):
+        for d in (
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib",
+            "usr/lib64",
+            "proc",
+            "sys",
+            "dev",
+            "run",
+            "tmp",
+            "var/lib",
+            "mnt",
+            "root",
+            "etc",
+        ):
             (root / d).mkdir(parents=True, exist_ok=True)
         for name in ("bin", "sbin", "lib", "lib64"):
             (root / name).symlink_to(f"usr/{name}")
         _run(["dpkg-deb", "-x", str(debs[kpkg]), str(kroot)])
+        # Wheels first: their extension modules count in the shared-library closure below.
+        _wheels(root / "usr/lib/python3/dist-packages", cache)
+        _copy_project(root)
         while True:
             for name, deb in debs.items():
                 if name == kpkg:
@@ -420,7 +452,8 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
             unknown = [so for so, p in pkgs.items() if p is None or p in debs]
             if unknown:
                 raise OperationError(
-                    "image build: no package found for " + ", ".join(f"{so} (needed by {missing[so][0]})" for so in unknown)
+                    "image build: no package found for "
+                    + ", ".join(f"{so} (needed by {missing[so][0]})" for so in unknown)
                 )
             new = sorted({p for p in pkgs.values() if p})
             log.info("adding library packages %s", " ".join(new))
@@ -434,15 +467,25 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
         modules = _install_modules(kroot, root, kver)
         _busybox_links(root)
         (root / "usr/bin/python3").symlink_to("python3.11")
-        _wheels(root / "usr/lib/python3/dist-packages", cache)
-        _copy_project(root)
         _etc(root)
         shutil.copy2(INIT_SCRIPT, root / "init")
         os.chmod(root / "init", 0o755)
         # Bytecode compiled ahead: Python runs ~20x slower under TCG, compiling at boot would
         # cost seconds. unchecked-hash pycs stay valid whatever mtimes the cpio carries.
-        _run([sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-              str(root / "usr/lib/python3.11"), str(root / "usr/lib/python3/dist-packages")])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "compileall",
+                "-q",
+                "-j",
+                "0",
+                "--invalidation-mode",
+                "unchecked-hash",
+                str(root / "usr/lib/python3.11"),
+                str(root / "usr/lib/python3/dist-packages"),
+            ]
+        )
         manifest: dict[str, object] = {
             "hash": digest,
             "kernel_package": debs[kpkg].name,
@@ -466,7 +509,19 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
     finally:
         _rmtree(work)
     _link(link, out)
+    _prune(cache, keep=out)
     return Image(out, out / "vmlinuz", out / "initramfs.zst", manifest)
+
+
+def _prune(cache: Path, keep: Path, count: int = 3) -> None:
+    """Keep the newest few images (a running lab may still use the previous one)."""
+    images = sorted(
+        (d for d in cache.iterdir() if (d / "manifest.json").exists() and d != keep),
+        key=lambda d: d.stat().st_mtime,
+        reverse=True,
+    )
+    for old in images[count - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _rmtree(path: Path) -> None:
@@ -493,7 +548,7 @@ def _link(link: Path | None, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m provisioner.lab.image [--cache DIR] [--link PATH] [--force]``: build and print the result."""
+    """``python -m provisioner.lab.image [--cache DIR] [--link PATH] [--force]``: build, print where."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -509,8 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab-image: error: {exc}", file=sys.stderr)
         return 1
     size = img.initramfs.stat().st_size / 2**20
-    print(f"lab-image: {img.directory} (kernel {img.manifest['kernel_version']}, initramfs {size:.1f} MiB) "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"lab-image: {img.directory} (kernel {img.manifest['kernel_version']}, initramfs {size:.1f} MiB) "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     return 0
 
 

@@ -94,8 +94,9 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
         faults: FaultInjector | None = None,
         delays: DelayQueue | None = None,
     ) -> None:
-        super().__init__({username: password}, port=port, address=address,
-                         bmcuuid=uuidlib.UUID(machine.identity.uuid))
+        super().__init__(
+            {username: password}, port=port, address=address, bmcuuid=uuidlib.UUID(machine.identity.uuid)
+        )
         # pyghmi routes session packets by the socket's real port; with port 0 (any free
         # port) the requested number would never match.
         self.port = self.serversocket.getsockname()[1]
@@ -103,19 +104,28 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
         self.faults = faults or FaultInjector()
         self.delays = delays or DelayQueue()
         self.name = machine.name
-        log.info("IPMI BMC emulator (stand-in for a hardware BMC) for %s on %s:%d", machine.name, address, self.port)
+        log.info(
+            "IPMI BMC emulator (stand-in for a hardware BMC) for %s on %s:%d",
+            machine.name,
+            address,
+            self.port,
+        )
 
     # -- request dispatch with latency and faults ------------------------------------
     def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
         netfn, command = request["netfn"], request["command"]
         fault = self.faults.decide(mutating=(netfn, command) in _MUTATING)
         if fault is Fault.TIMEOUT:
-            log.info("IPMI BMC emulator %s: injected timeout (no answer) for %#x/%#x", self.name, netfn, command)
+            log.info(
+                "IPMI BMC emulator %s: injected timeout (no answer) for %#x/%#x", self.name, netfn, command
+            )
             return
         # The session answers using the fields of the request it parsed last; keep them
         # so a deferred answer still matches its request.
-        saved = {k: getattr(session, k, None) for k in ("seqlun", "clientaddr", "clientnetfn", "rqlun",
-                                                        "clientcommand")}
+        saved = {
+            k: getattr(session, k, None)
+            for k in ("seqlun", "clientaddr", "clientnetfn", "rqlun", "clientcommand")
+        }
 
         def answer() -> None:
             for k, v in saved.items():
@@ -213,8 +223,11 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
         if device is None:
             session.send_ipmi_response(code=CC_INVALID_DATA)
             return
-        self.machine.set_boot_device(device, bool(flags & BOOT_FLAG_PERSISTENT),  # type: ignore[arg-type]
-                                     bool(flags & BOOT_FLAG_EFI))
+        self.machine.set_boot_device(
+            device,
+            bool(flags & BOOT_FLAG_PERSISTENT),  # type: ignore[arg-type]
+            bool(flags & BOOT_FLAG_EFI),
+        )
         session.send_ipmi_response()
 
 
@@ -226,5 +239,10 @@ def serve(bmcs: list[EmulatedIpmiBmc], delays: DelayQueue, stop: threading.Event
     """
     log.info("IPMI BMC emulator loop serving %d stand-in BMCs", len(bmcs))
     while not stop.is_set():
-        pyghmi_session.Session.wait_for_rsp(timeout=delays.next_delay(0.2))
+        try:
+            pyghmi_session.Session.wait_for_rsp(timeout=delays.next_delay(0.2))
+        except Exception:
+            # pyghmi's server occasionally routes a packet to the wrong handler (e.g. a
+            # sessionless packet to a ServerSession); drop that packet, keep serving.
+            log.warning("IPMI BMC emulator: dropped a packet pyghmi could not handle", exc_info=True)
         delays.run_due()

@@ -119,7 +119,9 @@ def _vm_disks(node: Node, vmdir: Path, where: str) -> tuple[Disk, ...]:
             raise InputError(f"{where}.data_disks: {d} is also the install disk")
         wanted[i] = DATA_DISK_GIB
     if sorted(wanted) != list(range(len(wanted))):
-        raise InputError(f"{where}: lab disks must be consecutive from /dev/vda (the guest names them in order)")
+        raise InputError(
+            f"{where}: lab disks must be consecutive from /dev/vda (the guest names them in order)"
+        )
     return tuple(Disk(str(vmdir / f"vd{chr(ord('a') + i)}.qcow2"), wanted[i]) for i in sorted(wanted))
 
 
@@ -132,7 +134,9 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
     if not site.nodes:
         raise InputError(f"{src}: nodes: a lab needs at least one node")
     if len(site.nodes) > MAX_VMS:
-        raise InputError(f"{src}: nodes: {len(site.nodes)} nodes; the lab runs at most {MAX_VMS} VMs (TCG, CPU-bound)")
+        raise InputError(
+            f"{src}: nodes: {len(site.nodes)} nodes; the lab runs at most {MAX_VMS} VMs (TCG, CPU-bound)"
+        )
     gateway = str(mgmt.gateway)
     usernames = set()
     ports: dict[int, str] = {}
@@ -143,13 +147,17 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
         if n.bmc is None:
             raise InputError(f"{where}.bmc: every lab node needs a BMC (the lab emulates it)")
         if n.bmc.address != gateway:
-            raise InputError(f"{where}.bmc.address: {n.bmc.address}; lab BMCs listen on the gateway {gateway}")
+            raise InputError(
+                f"{where}.bmc.address: {n.bmc.address}; lab BMCs listen on the gateway {gateway}"
+            )
         port = n.bmc.effective_port
         if port in ports and not (n.bmc.protocol is BMCProtocol.REDFISH and ports[port] == "redfish"):
             raise InputError(f"{where}.bmc.port: {port} is already used by another lab BMC")
         ports[port] = n.bmc.protocol.value
         if n.bmc.protocol is BMCProtocol.REDFISH and n.bmc.system_id not in (None, n.name):
-            raise InputError(f"{where}.bmc.system_id: the lab names each Redfish system after its node ({n.name})")
+            raise InputError(
+                f"{where}.bmc.system_id: the lab names each Redfish system after its node ({n.name})"
+            )
         usernames.add(n.bmc.username)
         vmdir = vms / n.name
         vm = QemuSpec(
@@ -164,7 +172,9 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
         )
         nodes.append(NodePlan(n.name, n.bmc.protocol.value, port, vm))
     if len(usernames) != 1:
-        raise InputError(f"{src}: nodes[*].bmc.username: the lab's BMCs share one user; found {sorted(usernames)}")
+        raise InputError(
+            f"{src}: nodes[*].bmc.username: the lab's BMCs share one user; found {sorted(usernames)}"
+        )
     return LabPlan(
         namespace=netns.namespace_name(site.cluster.name),
         address=f"{gateway}/{mgmt.subnet.prefixlen}",
@@ -186,8 +196,10 @@ def ensure_password(site: Site, paths: LabPaths) -> str:
     write_once(paths.bmc_password, secrets.token_urlsafe(12) + "\n", mode=0o600)
     password = paths.bmc_password.read_text().strip()
     if not 8 <= len(password) <= 20:
-        raise InputError(f"{paths.bmc_password}: an IPMI 2.0 password has 8 to 20 characters; remove the file "
-                         "to have a new one generated")
+        raise InputError(
+            f"{paths.bmc_password}: an IPMI 2.0 password has 8 to 20 characters; remove the file "
+            "to have a new one generated"
+        )
     for n in site.nodes:
         assert n.bmc is not None
         try:
@@ -215,7 +227,7 @@ def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[s
     _preflight()
     paths = LabPaths(Path(lab_dir or lab_dir_default()).resolve())
     lp = plan(site, paths)
-    password = ensure_password(site, paths)
+    ensure_password(site, paths)
     current = read_state(paths)
     if current and netns.exists(lp.namespace) and _alive(current.get("daemon_pid")):
         return current
@@ -224,8 +236,15 @@ def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[s
     from .image import build
 
     image = build(link=paths.image)
+    # The lab's "Image Factory": the stand-in image becomes the site's Talos assets, re-pinned
+    # deliberately because the image is rebuilt whenever the stand-in changes.
+    from ..netboot import assets
+
+    assets.import_files(site, image.directory / "vmlinuz", image.directory / "initramfs.zst", update_lock=True)
     started = time.monotonic()
-    net = netns.LabNetwork(lp.namespace, BRIDGE, lp.address, site.networks.management.mtu if site.networks else 1500)
+    net = netns.LabNetwork(
+        lp.namespace, BRIDGE, lp.address, site.networks.management.mtu if site.networks else 1500
+    )
     try:
         net.create()
         for n in lp.nodes:
@@ -245,8 +264,14 @@ def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[s
         logf = open(paths.daemon_log, "ab")  # noqa: SIM115 - handed to the daemon
         env = {**os.environ, "PROVISIONER_LAB_PASSWORD_FILE": str(paths.bmc_password)}
         daemon = subprocess.Popen(
-            netns.exec_argv(lp.namespace, [sys.executable, "-m", "provisioner.lab.lab", "serve", str(paths.root)]),
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, env=env,
+            netns.exec_argv(
+                lp.namespace, [sys.executable, "-m", "provisioner.lab.lab", "serve", str(paths.root)]
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+            env=env,
             cwd=Path(__file__).resolve().parents[2],
         )
         logf.close()
@@ -302,7 +327,7 @@ def down_namespace(namespace: str, paths: LabPaths) -> dict[str, Any]:
     """Stop the daemon and the VMs, delete the namespace and the disks."""
     state = read_state(paths) or {}
     pid = state.get("daemon_pid")
-    if _alive(pid) and state.get("namespace") == namespace:
+    if isinstance(pid, int) and _alive(pid) and state.get("namespace") == namespace:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -350,8 +375,13 @@ def status(site: Site, lab_dir: Path | None = None) -> dict[str, Any]:
         info["bmc"] = f"{ep['protocol']}://{ep['address']}:{ep['port']}" if ep else None
         info["console"] = str(vmdir / "console.log")
         nodes.append(info)
-    return {"namespace": ns, "up": up_, "daemon_pid": state.get("daemon_pid") if up_ else None,
-            "image": state.get("image"), "nodes": nodes}
+    return {
+        "namespace": ns,
+        "up": up_,
+        "daemon_pid": state.get("daemon_pid") if up_ else None,
+        "image": state.get("image"),
+        "nodes": nodes,
+    }
 
 
 def serve(root: Path) -> int:
@@ -360,27 +390,42 @@ def serve(root: Path) -> int:
     from .machine import BootSetting, MachineSpec
     from .qemu import machine_from_spec
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s lab-daemon %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s lab-daemon %(levelname)s %(name)s: %(message)s"
+    )
     paths = LabPaths(root)
     config = json.loads((root / "daemon.json").read_text())
     password = paths.bmc_password.read_text().strip()
     specs: dict[str, MachineSpec] = {}
     for n in config["nodes"]:
         vm = QemuSpec.load(Path(config["vms"]) / n["name"] / "vm.json")
-        specs[n["name"]] = MachineSpec(name=vm.name, uuid=vm.uuid, serial=vm.serial, macs=(vm.mac,),
-                                       vendor="Provisioner Lab", model="QEMU stand-in node",
-                                       boot=BootSetting(device="disk", persistent=True, uefi=False))
+        specs[n["name"]] = MachineSpec(
+            name=vm.name,
+            uuid=vm.uuid,
+            serial=vm.serial,
+            macs=(vm.mac,),
+            vendor="Provisioner Lab",
+            model="QEMU stand-in node",
+            boot=BootSetting(device="disk", persistent=True, uefi=False),
+        )
     ipmi = tuple(IpmiBmcSpec(specs[n["name"]], n["port"]) for n in config["nodes"] if n["protocol"] == "ipmi")
     by_port: dict[int, list[MachineSpec]] = {}
     for n in config["nodes"]:
         if n["protocol"] == "redfish":
             by_port.setdefault(n["port"], []).append(specs[n["name"]])
     redfish = tuple(RedfishServiceSpec(tuple(ms), port) for port, ms in by_port.items())
-    fleet = BmcFleet(FleetSpec(
-        workdir=Path(config["workdir"]), username=config["username"], password=password,
-        address=config["address"], ipmi=ipmi, redfish=redfish, tls=True,
-        machine_factory=functools.partial(machine_from_spec, config["vms"]),
-    ))
+    fleet = BmcFleet(
+        FleetSpec(
+            workdir=Path(config["workdir"]),
+            username=config["username"],
+            password=password,
+            address=config["address"],
+            ipmi=ipmi,
+            redfish=redfish,
+            tls=True,
+            machine_factory=functools.partial(machine_from_spec, config["vms"]),
+        )
+    )
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -393,8 +438,10 @@ def serve(root: Path) -> int:
     try:
         if fleet.ca_file is not None:
             atomic_write(paths.redfish_ca, fleet.ca_file.read_bytes(), mode=0o644)
-        endpoints = {name: {"protocol": e.protocol, "address": e.address, "port": e.port}
-                     for name, e in fleet.endpoints.items()}
+        endpoints = {
+            name: {"protocol": e.protocol, "address": e.address, "port": e.port}
+            for name, e in fleet.endpoints.items()
+        }
         atomic_write(paths.ready, json.dumps({"endpoints": endpoints, "pid": os.getpid()}), mode=0o644)
         log.info("lab BMC fleet ready: %s", endpoints)
         while not stopping:

@@ -74,7 +74,9 @@ class LabNetwork:
         ns = self.namespace
         _ip("-n", ns, "link", "set", "lo", "up")
         if _ip("-n", ns, "link", "show", self.bridge, check=False).returncode != 0:
-            _ip("-n", ns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+            _ip(
+                "-n", ns, "link", "add", self.bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"
+            )
         _ip("-n", ns, "link", "set", self.bridge, "mtu", str(self.mtu))
         addrs = _ip("-n", ns, "-o", "addr", "show", "dev", self.bridge).stdout
         if f" {self.address} " not in addrs:

@@ -88,8 +88,11 @@ def create_disks(spec: QemuSpec) -> None:
     """Blank qcow2 disks (sparse: a 16 GiB disk costs nothing until written)."""
     for d in spec.disks:
         if not Path(d.path).exists():
-            res = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", d.path, f"{d.size_gib}G"],
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", d.path, f"{d.size_gib}G"],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode != 0:
                 raise RuntimeError(f"qemu-img create {d.path}: {res.stderr.strip()}")
 
@@ -108,24 +111,51 @@ def boot_order(setting: BootSetting) -> str:
 def qemu_argv(spec: QemuSpec, setting: BootSetting) -> list[str]:
     """The QEMU command line for one start of the VM."""
     argv = [
-        QEMU, "-accel", "tcg", "-name", f"pvlab-{spec.name},process=pvlab-{spec.name}",
-        "-machine", "pc", "-m", str(spec.memory_mib), "-smp", str(spec.cpus),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-uuid", spec.uuid,
-        "-smbios", f"type=1,manufacturer=Provisioner Lab,product=QEMU stand-in node,uuid={spec.uuid},"
-                   f"serial={spec.serial}",
-        "-netdev", f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
-        "-device", f"{spec.nic_model},netdev=net0,mac={spec.mac}",
-        "-device", "virtio-rng-pci",
-        "-chardev", f"file,id=console,path={spec.console_log},append=on",
-        "-serial", "chardev:console",
-        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
-        "-qmp", f"unix:{spec.events_socket},server=on,wait=off",
-        "-boot", boot_order(setting),
+        QEMU,
+        "-accel",
+        "tcg",
+        "-name",
+        f"pvlab-{spec.name},process=pvlab-{spec.name}",
+        "-machine",
+        "pc",
+        "-m",
+        str(spec.memory_mib),
+        "-smp",
+        str(spec.cpus),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-uuid",
+        spec.uuid,
+        "-smbios",
+        f"type=1,manufacturer=Provisioner Lab,product=QEMU stand-in node,uuid={spec.uuid},"
+        f"serial={spec.serial}",
+        "-netdev",
+        f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
+        "-device",
+        f"{spec.nic_model},netdev=net0,mac={spec.mac}",
+        "-device",
+        "virtio-rng-pci",
+        "-chardev",
+        f"file,id=console,path={spec.console_log},append=on",
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        f"unix:{spec.qmp_socket},server=on,wait=off",
+        "-qmp",
+        f"unix:{spec.events_socket},server=on,wait=off",
+        "-boot",
+        boot_order(setting),
     ]
     for i, d in enumerate(spec.disks):
-        argv += ["-drive", f"file={d.path},if=none,id=disk{i},format=qcow2,cache=unsafe,discard=unmap",
-                 "-device", f"virtio-blk-pci,drive=disk{i},serial={spec.serial}-{i}"]
+        argv += [
+            "-drive",
+            f"file={d.path},if=none,id=disk{i},format=qcow2,cache=unsafe,discard=unmap",
+            "-device",
+            f"virtio-blk-pci,drive=disk{i},serial={spec.serial}-{i}",
+        ]
     return argv
 
 
@@ -180,14 +210,16 @@ class QemuMachine:
     """``Machine`` implementation backed by a QEMU process in the lab namespace."""
 
     spec: QemuSpec
-    default_boot: BootSetting = field(default_factory=lambda: BootSetting(device="disk", persistent=True,
-                                                                           uefi=False))
+    default_boot: BootSetting = field(
+        default_factory=lambda: BootSetting(device="disk", persistent=True, uefi=False)
+    )
     override: BootSetting | None = None
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
-        self.identity = MachineIdentity(self.spec.uuid, self.spec.serial, "Provisioner Lab",
-                                        "QEMU stand-in node", (self.spec.mac,))
+        self.identity = MachineIdentity(
+            self.spec.uuid, self.spec.serial, "Provisioner Lab", "QEMU stand-in node", (self.spec.mac,)
+        )
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._wanted_on = False  # False once the BMC (not the guest) powered the VM off
@@ -264,15 +296,21 @@ class QemuMachine:
                 sock.unlink()
         argv = exec_argv(self.spec.namespace, qemu_argv(self.spec, setting))
         with open(self.spec.console_log, "ab") as fh:
-            fh.write(f"\n=== pvlab: power on {time.strftime('%H:%M:%S')} boot {boot_order(setting)} ===\n".encode())
+            fh.write(
+                f"\n=== pvlab: power on {time.strftime('%H:%M:%S')} boot {boot_order(setting)} ===\n".encode()
+            )
         stderr = open(self.spec.dir / "qemu.stderr", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
+        )
         stderr.close()
         self._proc = proc
         self.spec.pid_file.write_text(f"{proc.pid}\n")
         self.boots.append({"device": setting.device, "persistent": setting.persistent, "time": time.time()})
         self._write_status()
-        threading.Thread(target=self._watch, args=(proc,), name=f"qemu-watch-{self.name}", daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(proc,), name=f"qemu-watch-{self.name}", daemon=True
+        ).start()
         log.info("%s: QEMU started (pid %d, boot %s)", self.name, proc.pid, boot_order(setting))
 
     def _watch(self, proc: subprocess.Popen[bytes]) -> None:

@@ -52,11 +52,19 @@ class MachineSystemsDriver(AbstractSystemsDriver):
         cls.machines = dict(kwargs.get("machines", {}))
         return cls
 
+    def _visible(self) -> dict[str, Machine]:
+        """The machines of the BMC (port) this request came in on."""
+        names = flask.request.environ.get(_ENVIRON_KEY) if flask.has_request_context() else None
+        if names is None:
+            return self.machines
+        return {n: m for n, m in self.machines.items() if n in names}
+
     def _get(self, identity: str) -> Machine:
-        machine = self.machines.get(identity)
+        visible = self._visible()
+        machine = visible.get(identity)
         if machine is not None:
             return machine
-        for name, m in self.machines.items():
+        for name, m in visible.items():
             if m.identity.uuid == identity:
                 raise sushy_error.AliasAccessError(name)
         raise sushy_error.NotFound(f"system {identity} not found on this emulated BMC")
@@ -67,7 +75,7 @@ class MachineSystemsDriver(AbstractSystemsDriver):
 
     @property
     def systems(self) -> list[str]:
-        return list(self.machines)
+        return list(self._visible())
 
     def uuid(self, identity: str) -> str:
         return self._get(identity).identity.uuid
@@ -102,7 +110,9 @@ class MachineSystemsDriver(AbstractSystemsDriver):
         device = _TARGETS.get(boot_source)
         if device is None:
             raise sushy_error.BadRequest(f"boot source {boot_source} is not supported (Pxe or Hdd)")
-        enabled = ((flask.request.get_json(silent=True) or {}).get("Boot") or {}).get("BootSourceOverrideEnabled")
+        enabled = ((flask.request.get_json(silent=True) or {}).get("Boot") or {}).get(
+            "BootSourceOverrideEnabled"
+        )
         m = self._get(identity)
         current = m.boot_device()
         persistent = current.persistent if enabled is None else enabled == "Continuous"
@@ -122,6 +132,20 @@ class MachineSystemsDriver(AbstractSystemsDriver):
 
     def get_nics(self, identity: str) -> list[dict[str, str]]:
         return [{"id": mac.replace(":", ""), "mac": mac} for mac in self._get(identity).identity.macs]
+
+
+_ENVIRON_KEY = "provisioner.lab.systems"
+
+
+class _PortSystems:
+    """WSGI wrapper for one port: the request only sees that emulated BMC's systems."""
+
+    def __init__(self, app: Any, names: frozenset[str]) -> None:
+        self.app, self.names = app, names
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_ENVIRON_KEY] = self.names
+        return self.app(environ, start_response)
 
 
 class _LabApplication(sushy_main.Application):
@@ -198,14 +222,21 @@ def make_tls_material(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "l
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provisioner lab BMC emulator CA (stand-in)")])
+    ca_name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "provisioner lab BMC emulator CA (stand-in)")]
+    )
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -218,9 +249,11 @@ def make_tls_material(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "l
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name).public_key(key.public_key())
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -231,8 +264,9 @@ def make_tls_material(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "l
     atomic_write(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     atomic_write(
         files.key,
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption()),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
         mode=0o600,
     )
     return files
@@ -251,15 +285,15 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
 class RedfishEmulator:
     """sushy-tools' app on one or more ports of one process (the app is a module singleton).
 
-    Every port serves every machine; give each emulated BMC its own port and name its
-    system in the inventory (``system_id``) when several machines share one.
+    Each port is one emulated BMC and shows only its own machines (``services`` maps a
+    port to machine names); a port with several machines is a multi-system BMC.
     """
 
     def __init__(
         self,
         machines: dict[str, Machine],
         address: str,
-        ports: list[int],
+        services: list[tuple[int, frozenset[str]]],
         auth_file: Path,
         tls: TlsFiles | None,
         faults: FaultInjector,
@@ -271,12 +305,14 @@ class RedfishEmulator:
             app.before_request(_before_request)
             app.after_request(_after_request)
         driver_cls = MachineSystemsDriver.initialize(app.config, app.logger, machines=machines)
-        app.configure(extra_config={
-            "SUSHY_EMULATOR_AUTH_FILE": str(auth_file),
-            "PROVISIONER_SYSTEMS_DRIVER": driver_cls(),
-            "PROVISIONER_FAULTS": faults,
-            "PROVISIONER_HANG": hang,
-        })
+        app.configure(
+            extra_config={
+                "SUSHY_EMULATOR_AUTH_FILE": str(auth_file),
+                "PROVISIONER_SYSTEMS_DRIVER": driver_cls(),
+                "PROVISIONER_FAULTS": faults,
+                "PROVISIONER_HANG": hang,
+            }
+        )
         self.faults = faults
         self._servers: list[BaseWSGIServer] = []
         self._threads: list[threading.Thread] = []
@@ -286,18 +322,29 @@ class RedfishEmulator:
 
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_context.load_cert_chain(str(tls.cert), str(tls.key))
-        for port in ports:
-            server = make_server(address, port, app, threaded=True, ssl_context=ssl_context)
+        for port, names in services:
+            server = make_server(
+                address, port, _PortSystems(app, names), threaded=True, ssl_context=ssl_context
+            )
             server.daemon_threads = True  # type: ignore[attr-defined]
             self._servers.append(server)
         scheme = "https" if tls else "http"
-        log.info("Redfish BMC emulator (sushy-tools, stand-in for hardware BMCs): %d systems on %s://%s ports %s",
-                 len(machines), scheme, address, ",".join(map(str, ports)))
+        log.info(
+            "Redfish BMC emulator (sushy-tools, stand-in for hardware BMCs): %d systems on %s://%s ports %s",
+            len(machines),
+            scheme,
+            address,
+            ",".join(str(s.server_port) for s in self._servers),
+        )
 
     def start(self) -> None:
         for server in self._servers:
-            t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                 name=f"redfish-emulator-{server.server_port}", daemon=True)
+            t = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name=f"redfish-emulator-{server.server_port}",
+                daemon=True,
+            )
             t.start()
             self._threads.append(t)
 

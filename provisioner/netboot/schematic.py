@@ -34,10 +34,7 @@ def _emit(node: Any, indent: int, lines: list[str], first_prefix: str | None = N
     if isinstance(node, dict):
         for i, (key, value) in enumerate(node.items()):
             lead = first_prefix if (first_prefix is not None and i == 0) else pad
-            if isinstance(value, dict) and value:
-                lines.append(f"{lead}{key}:")
-                _emit(value, indent + 4, lines)
-            elif isinstance(value, list) and value:
+            if (isinstance(value, dict) and value) or (isinstance(value, list) and value):
                 lines.append(f"{lead}{key}:")
                 _emit(value, indent + 4, lines)
             elif isinstance(value, dict | list):
@@ -64,7 +61,7 @@ def _canonical(schematic: dict[str, Any]) -> dict[str, Any]:
     if overlay:
         ov: dict[str, Any] = {"image": str(overlay.get("image", "")), "name": str(overlay.get("name", ""))}
         if overlay.get("options"):
-            ov["options"] = overlay["options"]
+            ov["options"] = _sorted(overlay["options"])  # a Go map: keys marshal sorted
         out["overlay"] = ov
     cust_in = schematic.get("customization") or {}
     if not isinstance(cust_in, dict):
@@ -86,6 +83,14 @@ def _canonical(schematic: dict[str, Any]) -> dict[str, Any]:
         cust["secureboot"] = {"includeWellKnownCertificates": True}
     out["customization"] = cust
     return out
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _sorted(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def canonical_yaml(schematic: dict[str, Any]) -> str:

@@ -52,7 +52,9 @@ def kubeconfig_path(store: StateStore) -> Path:
     return store.root / "kubeconfig"
 
 
-async def form(site: Site, store: StateStore, progress: Progress, talosconfig: Path, poll: float = 2.0) -> ClusterState:
+async def form(
+    site: Site, store: StateStore, progress: Progress, talosconfig: Path, poll: float = 2.0
+) -> ClusterState:
     cps = site.controlplanes
     path = cluster_state_path(store)
     state = ClusterState.load(path)
@@ -67,7 +69,9 @@ async def form(site: Site, store: StateStore, progress: Progress, talosconfig: P
     if not state.bootstrapped:
         existing = await _existing_members(cps, talosconfig)
         if existing:
-            progress.cluster("bootstrap", f"etcd already has members ({', '.join(existing)}): not bootstrapping again")
+            progress.cluster(
+                "bootstrap", f"etcd already has members ({', '.join(existing)}): not bootstrapping again"
+            )
             state.bootstrapped = True
         else:
             target = cps[0]
@@ -90,7 +94,9 @@ async def form(site: Site, store: StateStore, progress: Progress, talosconfig: P
                 break
         if time.monotonic() > deadline:
             missing = sorted(want - set(last))
-            raise ClusterFailed(f"etcd did not reach {len(want)} voting members in time; missing: {', '.join(missing)}")
+            raise ClusterFailed(
+                f"etcd did not reach {len(want)} voting members in time; missing: {', '.join(missing)}"
+            )
         await asyncio.sleep(poll)
     state.members = sorted(last)
 

@@ -30,7 +30,9 @@ def hold(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise LockBusy(f"{what} is being provisioned by another run (pid {holder}); wait for it or stop it") from None
+            raise LockBusy(
+                f"{what} is being provisioned by another run (pid {holder}); wait for it or stop it"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -87,7 +87,8 @@ async def power_on(run: NodeRun) -> NodeRecord:
 
 def _config_fetched_since(run: NodeRun, since: int) -> bool:
     return any(
-        ev.kind == CONFIG_FETCH and ev.node == run.name and ev.outcome == "ok" for ev in run.events.iter(since)
+        ev.kind == CONFIG_FETCH and ev.node == run.name and ev.outcome == "ok"
+        for ev in run.events.iter(since)
     )
 
 
@@ -99,7 +100,11 @@ async def wait_for_boot(run: NodeRun, rec: NodeRecord) -> NodeRecord:
     attempts = rec.attempts
     while True:
         deadline = time.monotonic() + run.timeouts.boot
-        run.progress.step(run.name, "booting", f"waiting for {'config fetch' if delivery is ConfigDelivery.URL else 'maintenance API'}")
+        run.progress.step(
+            run.name,
+            "booting",
+            f"waiting for {'config fetch' if delivery is ConfigDelivery.URL else 'maintenance API'}",
+        )
         while time.monotonic() < deadline:
             if delivery is ConfigDelivery.URL:
                 if _config_fetched_since(run, since):
@@ -115,7 +120,9 @@ async def wait_for_boot(run: NodeRun, rec: NodeRecord) -> NodeRecord:
                 "check its console, boot MAC and DHCP reservation"
             )
         attempts += 1
-        run.progress.step(run.name, "power-cycle", f"no boot in {run.timeouts.boot:.0f}s, power cycle {attempts}", "retry")
+        run.progress.step(
+            run.name, "power-cycle", f"no boot in {run.timeouts.boot:.0f}s, power cycle {attempts}", "retry"
+        )
         await _bmc(run, "boot device pxe", lambda c: _pxe_once(c))
         await _bmc(run, "power cycle", lambda c: c.power_cycle())
         rec = run.store.update(run.name, attempts=attempts)

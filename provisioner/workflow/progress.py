@@ -41,7 +41,9 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._table(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
+            self._live = Live(
+                self._table(), console=Console(file=self.stream), refresh_per_second=4, transient=False
+            )
             self._live.__enter__()
         return self
 
@@ -63,8 +65,12 @@ class Progress:
                 view.error = detail
         event_id = None
         if self.events is not None:
-            event_id = self.events.append(NODE_STEP, node=node, outcome=outcome, phase=phase, detail=detail, **data).id
-        self._emit({"event": event_id, "node": node, "phase": phase, "outcome": outcome, "detail": detail, **data})
+            event_id = self.events.append(
+                NODE_STEP, node=node, outcome=outcome, phase=phase, detail=detail, **data
+            ).id
+        self._emit(
+            {"event": event_id, "node": node, "phase": phase, "outcome": outcome, "detail": detail, **data}
+        )
 
     def cluster(self, step: str, detail: str = "", outcome: str = "ok") -> None:
         from ..events import CLUSTER_STEP

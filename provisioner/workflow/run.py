@@ -49,7 +49,7 @@ class UpResult:
 
     @property
     def ok(self) -> bool:
-        return all(n.ok for n in self.nodes) and self.cluster in ("formed", "skipped", "hosted")
+        return all(n.ok for n in self.nodes) and self.cluster in ("formed", "waiting", "hosted")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,47 +102,44 @@ def up(
         with Progress(events, progress_mode) as progress:
             for n in nodes:
                 progress.add(n.name, n.rack, store.node(n.name).phase.value)
-            if pending:
-                from ..netboot.service import NetbootService
+            with contextlib.ExitStack() as stack:
+                if pending:
+                    from ..netboot.service import NetbootService
 
-                with NetbootService(site, store, events, nodes=pending):
-                    outcomes = asyncio.run(
-                        _drive_all(site, pending, store, events, progress, config_paths, talosconfig,
-                                   _Slots(bmc_concurrency, per_rack), poll)
+                    stack.enter_context(NetbootService(site, store, events, nodes=pending))
+                outcomes, (result.cluster, result.cluster_error) = asyncio.run(
+                    _run_all(
+                        site,
+                        pending,
+                        store,
+                        events,
+                        progress,
+                        config_paths,
+                        talosconfig,
+                        _Slots(bmc_concurrency, per_rack),
+                        poll,
                     )
-            else:
-                outcomes = {}
+                )
             for n in nodes:
                 rec = store.node(n.name)
                 outcome = outcomes.get(n.name)
                 result.nodes.append(
-                    NodeOutcome(n.name, n.rack, rec.phase.value, rec.phase is Phase.READY, rec.error,
-                                outcome.seconds if outcome else 0.0)
+                    NodeOutcome(
+                        n.name,
+                        n.rack,
+                        rec.phase.value,
+                        rec.phase is Phase.READY,
+                        rec.error,
+                        outcome.seconds if outcome else 0.0,
+                    )
                 )
-
-            all_cps_installed = all(
-                store.node(cp.name).phase.order >= Phase.INSTALLED.order for cp in site.controlplanes
-            )
-            if not all_cps_installed:
-                result.cluster = "waiting" if all(o.ok for o in result.nodes) else "failed"
-                if result.cluster == "waiting":
-                    progress.cluster("waiting", "control planes outside this selection are not installed yet")
-                else:
-                    result.cluster_error = "control planes failed to install"
-            else:
-                with cluster_lock(store.locks_dir):
-                    try:
-                        asyncio.run(clusterflow.form(site, store, progress, talosconfig, poll))
-                        result.cluster = "formed"
-                        result.kubeconfig = str(clusterflow.kubeconfig_path(store))
-                    except (clusterflow.ClusterFailed, Exception) as exc:  # noqa: B014 - report, never crash
-                        result.cluster, result.cluster_error = "failed", str(exc)
-                        progress.cluster("failed", str(exc), "error")
+            if result.cluster == "formed":
+                result.kubeconfig = str(clusterflow.kubeconfig_path(store))
     result.seconds = time.monotonic() - started
     return result
 
 
-async def _drive_all(
+async def _run_all(
     site: Site,
     nodes: list[Node],
     store: StateStore,
@@ -152,27 +149,60 @@ async def _drive_all(
     talosconfig: Any,
     slots: _Slots,
     poll: float,
-) -> dict[str, NodeOutcome]:
+) -> tuple[dict[str, NodeOutcome], tuple[str, str | None]]:
+    """Drive the nodes and, beside them, form the cluster as soon as every control plane
+    is installed: workers need the control-plane endpoint (the VIP, which comes up with
+    etcd) to finish, exactly as on real Talos, so the cluster must not wait for them."""
     configs_dir = next(iter(config_paths.values())).parent if config_paths else site.state_dir / "configs"
+    finished: dict[str, NodeOutcome] = {}
 
     async def one(node: Node) -> NodeOutcome:
         t0 = time.monotonic()
         run = nodeflow.NodeRun(site, node, store, events, progress, configs_dir, talosconfig, slots, poll)
         try:
             rec = await nodeflow.drive(run)
-            return NodeOutcome(node.name, node.rack, rec.phase.value, True, None, time.monotonic() - t0)
+            out = NodeOutcome(node.name, node.rack, rec.phase.value, True, None, time.monotonic() - t0)
         except nodeflow.NodeFailed as exc:
             rec = store.update(node.name, error=str(exc))
             progress.step(node.name, rec.phase.value, str(exc), "error")
-            return NodeOutcome(node.name, node.rack, rec.phase.value, False, str(exc), time.monotonic() - t0)
+            out = NodeOutcome(node.name, node.rack, rec.phase.value, False, str(exc), time.monotonic() - t0)
         except Exception as exc:  # a bug in one node's flow must not stop the others
             msg = f"unexpected {type(exc).__name__}: {exc}"
-            store.update(node.name, error=msg)
-            progress.step(node.name, "error", msg, "error")
-            return NodeOutcome(node.name, node.rack, store.node(node.name).phase.value, False, msg, time.monotonic() - t0)
+            rec = store.update(node.name, error=msg)
+            progress.step(node.name, rec.phase.value, msg, "error")
+            out = NodeOutcome(node.name, node.rack, rec.phase.value, False, msg, time.monotonic() - t0)
+        finished[node.name] = out
+        return out
 
-    outcomes = await asyncio.gather(*(one(n) for n in nodes))
-    return {o.name: o for o in outcomes}
+    async def cluster() -> tuple[str, str | None]:
+        in_run = {n.name for n in nodes}
+        while True:
+            cps = [(cp.name, store.node(cp.name)) for cp in site.controlplanes]
+            if all(rec.phase.order >= Phase.INSTALLED.order for _, rec in cps):
+                break
+            failed = [name for name, _ in cps if name in finished and not finished[name].ok]
+            if failed:
+                return "failed", f"control planes failed to install: {', '.join(failed)}"
+            outside = [
+                name for name, rec in cps if name not in in_run and rec.phase.order < Phase.INSTALLED.order
+            ]
+            if outside:
+                progress.cluster(
+                    "waiting",
+                    f"control planes outside this selection are not installed: {', '.join(outside)}",
+                )
+                return "waiting", None
+            await asyncio.sleep(poll)
+        try:
+            with cluster_lock(store.locks_dir):
+                await clusterflow.form(site, store, progress, talosconfig, poll)
+            return "formed", None
+        except Exception as exc:  # reported per run, never a traceback
+            progress.cluster("failed", str(exc), "error")
+            return "failed", str(exc)
+
+    results = await asyncio.gather(cluster(), *(one(n) for n in nodes))
+    return {o.name: o for o in results[1:]}, results[0]
 
 
 def _hosted(site: Site) -> UpResult:

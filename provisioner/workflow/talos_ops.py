@@ -12,8 +12,16 @@ from ..talosapi.client import EtcdMember, RetryPolicy, TalosClient
 from ..talosapi.errors import TalosApiError, TalosRefused, TalosUnavailable
 from ..talosapi.modes import ApplyMode
 
-__all__ = ["TalosUnavailable", "apply_config", "bootstrap", "etcd_members", "kubeconfig", "maintenance_ready",
-           "reset", "secure_version"]
+__all__ = [
+    "TalosUnavailable",
+    "apply_config",
+    "bootstrap",
+    "etcd_members",
+    "kubeconfig",
+    "maintenance_ready",
+    "reset",
+    "secure_version",
+]
 
 _PROBE = RetryPolicy(attempts=1)
 

@@ -53,14 +53,26 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BmcFleet]:
 def make_node(fleet: BmcFleet, name: str, i: int, *, rack: str = "r1", **bmc: Any) -> Node:
     """An inventory node whose BMC is the emulator serving machine ``name``."""
     ep = fleet.endpoints[name]
-    bmc_data: dict[str, Any] = {"protocol": ep.protocol, "address": ep.address, "port": ep.port,
-                                "username": "admin", "password": "file:bmc-password"}
+    bmc_data: dict[str, Any] = {
+        "protocol": ep.protocol,
+        "address": ep.address,
+        "port": ep.port,
+        "username": "admin",
+        "password": "file:bmc-password",
+    }
     if ep.protocol == "redfish":
         bmc_data["ca_file"] = str(fleet.ca_file)
     bmc_data.update(bmc)
     m = machine(i, name)
-    return Node.model_validate({
-        "name": name, "rack": rack, "role": "worker", "bmc": bmc_data,
-        "boot": {"mode": "uefi", "mac": m.macs[0]}, "uuid": m.uuid, "serial": m.serial,
-        "ip": f"10.0.{i // 250}.{i % 250 + 1}",
-    })
+    return Node.model_validate(
+        {
+            "name": name,
+            "rack": rack,
+            "role": "worker",
+            "bmc": bmc_data,
+            "boot": {"mode": "uefi", "mac": m.macs[0]},
+            "uuid": m.uuid,
+            "serial": m.serial,
+            "ip": f"10.0.{i // 250}.{i % 250 + 1}",
+        }
+    )

@@ -14,16 +14,39 @@ from provisioner.lab.bmc_fleet import BmcFleet
 
 from .conftest import PASSWORD, make_node
 
-FAST = ControllerSettings(command_timeout=5, attempts=3, backoff_initial=0.05, backoff_max=0.2,
-                          verify_timeout=2, boot_verify_timeout=1)
+FAST = ControllerSettings(
+    command_timeout=5,
+    attempts=3,
+    backoff_initial=0.05,
+    backoff_max=0.2,
+    verify_timeout=2,
+    boot_verify_timeout=1,
+)
 
 
 def ipmitool(fleet: BmcFleet, name: str, *args: str) -> str:
     ep = fleet.endpoints[name]
     out = subprocess.run(
-        ["ipmitool", "-I", "lanplus", "-C", "3", "-H", ep.address, "-p", str(ep.port), "-U", "admin",
-         "-P", PASSWORD, *args],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            ep.address,
+            "-p",
+            str(ep.port),
+            "-U",
+            "admin",
+            "-P",
+            PASSWORD,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return out.stdout
 
@@ -101,6 +124,8 @@ def test_cipher_suite_default_falls_back_to_3_and_explicit_17_is_refused(
         assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
     with connect(make_node(fleet, "ipmi1", 1, cipher_suite=3), secrets_dir, FAST) as ctl:
         assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
-    with connect(make_node(fleet, "ipmi1", 1, cipher_suite=17), secrets_dir, FAST) as ctl, \
-            pytest.raises(BMCCommandError, match="cipher suite 17"):
+    with (
+        connect(make_node(fleet, "ipmi1", 1, cipher_suite=17), secrets_dir, FAST) as ctl,
+        pytest.raises(BMCCommandError, match="cipher suite 17"),
+    ):
         ctl.power_state()

@@ -18,8 +18,14 @@ from provisioner.lab.bmc_fleet import BmcFleet
 
 from .conftest import PASSWORD, make_node
 
-FAST = ControllerSettings(command_timeout=5, attempts=3, backoff_initial=0.05, backoff_max=0.2,
-                          verify_timeout=2, boot_verify_timeout=1)
+FAST = ControllerSettings(
+    command_timeout=5,
+    attempts=3,
+    backoff_initial=0.05,
+    backoff_max=0.2,
+    verify_timeout=2,
+    boot_verify_timeout=1,
+)
 
 
 def get_system(fleet: BmcFleet, name: str) -> dict[str, Any]:
@@ -45,12 +51,18 @@ def test_boot_override_once_continuous_uefi_legacy(fleet: BmcFleet, secrets_dir:
     with connect(make_node(fleet, "rf1", 11), secrets_dir, FAST) as ctl:
         ctl.set_boot_device(BootDevice.PXE)
         boot = get_system(fleet, "rf1")["Boot"]
-        assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideEnabled"],
-                boot["BootSourceOverrideMode"]) == ("Pxe", "Once", "UEFI")
+        assert (
+            boot["BootSourceOverrideTarget"],
+            boot["BootSourceOverrideEnabled"],
+            boot["BootSourceOverrideMode"],
+        ) == ("Pxe", "Once", "UEFI")
         ctl.set_boot_device(BootDevice.DISK, persistent=True, uefi=False)
         boot = get_system(fleet, "rf1")["Boot"]
-        assert (boot["BootSourceOverrideTarget"], boot["BootSourceOverrideEnabled"],
-                boot["BootSourceOverrideMode"]) == ("Hdd", "Continuous", "Legacy")
+        assert (
+            boot["BootSourceOverrideTarget"],
+            boot["BootSourceOverrideEnabled"],
+            boot["BootSourceOverrideMode"],
+        ) == ("Hdd", "Continuous", "Legacy")
 
 
 def test_one_time_pxe_is_consumed_by_power_on(fleet: BmcFleet, secrets_dir: Path) -> None:

@@ -60,6 +60,7 @@ def test_problem_fields(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(BROKEN)
     with pytest.raises(InventoryError) as info:
         load_inventory(name)
+    assert len(info.value.problems) == 1, "each case breaks exactly one rule"
     first = info.value.problems[0]
     assert (first.file, first.line, first.path) == (case["file"], case["line"], case["path"])
     assert case["message"] in first.message

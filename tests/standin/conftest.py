@@ -31,7 +31,9 @@ def machines(tmp_path: Path) -> Iterator[Callable[..., Machine]]:
     """Factory of started stand-in machines; every one is stopped (with its etcd) at teardown."""
     started: list[Machine] = []
 
-    def make(name: str, address: str, cmdline: str, uuid: str = "", extra_args: tuple[str, ...] = ()) -> Machine:
+    def make(
+        name: str, address: str, cmdline: str, uuid: str = "", extra_args: tuple[str, ...] = ()
+    ) -> Machine:
         uuid = uuid or f"00000000-0000-4000-8000-{len(started):012d}"
         m = Machine(tmp_path / name, address, name, uuid, cmdline, extra_args=extra_args)
         m.start()

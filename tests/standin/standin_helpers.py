@@ -53,7 +53,9 @@ class Secrets:
         return pki.new_client_cert(self.os_ca, role)
 
 
-def machine_config(secrets: Secrets, *, kind: str, hostname: str, endpoint: str, disk: str = "/dev/sda") -> bytes:
+def machine_config(
+    secrets: Secrets, *, kind: str, hostname: str, endpoint: str, disk: str = "/dev/sda"
+) -> bytes:
     """A minimal v1alpha1 machine config with the fields the stand-in acts on (worker: no CA keys)."""
     assert secrets.os_ca.crt is not None and secrets.k8s_ca.crt is not None
     cp = kind == "controlplane"
@@ -94,7 +96,7 @@ class Netboot:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 outer.requests.append(self.path)
                 url = urlsplit(self.path)
                 body: bytes | None = None
@@ -121,8 +123,14 @@ class Netboot:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def cmdline(self, config_query: str | None) -> str:
-        args = ["talos.platform=metal", "console=ttyS0", "slab_nomerge", "pti=on",
-                f"standin.kernel={self.base}/vmlinuz", f"standin.initrd={self.base}/initramfs.zst"]
+        args = [
+            "talos.platform=metal",
+            "console=ttyS0",
+            "slab_nomerge",
+            "pti=on",
+            f"standin.kernel={self.base}/vmlinuz",
+            f"standin.initrd={self.base}/initramfs.zst",
+        ]
         if config_query is not None:
             args.append(f"talos.config={self.base}/config?{config_query}")
         return " ".join(args)
@@ -158,13 +166,38 @@ class Machine:
         (self.root / "cmdline").write_text(self.cmdline + "\n")
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "provisioner.lab.standin.agent", "--platform", "dir", "--root", str(self.root),
-               "--address", self.address, "--hostname", self.hostname, "--uuid", self.uuid,
-               "--serial", f"SN-{self.hostname}", "--cmdline", str(self.root / "cmdline"),
-               "--action-delay", "0.2", "--fetch-attempt-timeout", "2", "--fetch-total-timeout", "30",
-               "--join-timeout", "120", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "provisioner.lab.standin.agent",
+            "--platform",
+            "dir",
+            "--root",
+            str(self.root),
+            "--address",
+            self.address,
+            "--hostname",
+            self.hostname,
+            "--uuid",
+            self.uuid,
+            "--serial",
+            f"SN-{self.hostname}",
+            "--cmdline",
+            str(self.root / "cmdline"),
+            "--action-delay",
+            "0.2",
+            "--fetch-attempt-timeout",
+            "2",
+            "--fetch-total-timeout",
+            "30",
+            "--join-timeout",
+            "120",
+            *self.extra_args,
+        ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def stop(self) -> None:
@@ -193,7 +226,9 @@ class Machine:
     def maintenance(self) -> TalosClient:
         return TalosClient.maintenance(self.address, timeout=5, retry=FAST_RETRY)
 
-    def mtls(self, secrets: Secrets, client: pki.KeyPair | None = None, ca: bytes | None = None) -> TalosClient:
+    def mtls(
+        self, secrets: Secrets, client: pki.KeyPair | None = None, ca: bytes | None = None
+    ) -> TalosClient:
         client = client or secrets.client()
         assert secrets.os_ca.crt is not None and client.crt is not None
         ctx = tls.mtls_client_context(ca or secrets.os_ca.crt, client.crt, client.key)

@@ -21,12 +21,19 @@ def test_config_source_with_uuid_is_fetched_installed_and_booted(
     netboot: Netboot, secrets: Secrets, prefix: str, machines: Callable[..., Machine]
 ) -> None:
     addr = f"{prefix}.11"
-    cfg = machine_config(secrets, kind="controlplane", hostname="cp-src", endpoint=f"https://{prefix}.100:6443")
+    cfg = machine_config(
+        secrets, kind="controlplane", hostname="cp-src", endpoint=f"https://{prefix}.100:6443"
+    )
     netboot.configs[UUID] = cfg
     m = machines("cp-src", addr, netboot.cmdline("uuid=${uuid}&mac=${mac}"), uuid=UUID.upper())
 
     v = wait_for("configured mode after the talos.config boot", lambda: version(m.mtls(secrets)), timeout=40)
-    assert (v.tag, v.platform_name, v.platform_mode, v.hostname) == ("v1.11.6-standin", "metal", "metal", "cp-src")
+    assert (v.tag, v.platform_name, v.platform_mode, v.hostname) == (
+        "v1.11.6-standin",
+        "metal",
+        "metal",
+        "cp-src",
+    )
     fetched = [urlsplit(p) for p in netboot.requests if p.startswith("/config")]
     assert fetched, netboot.requests
     assert parse_qs(fetched[0].query)["uuid"] == [UUID]  # SMBIOS UUID substituted (lowercase, as Talos)
@@ -41,8 +48,13 @@ def test_config_source_with_uuid_is_fetched_installed_and_booted(
 def test_unknown_uuid_retries_then_falls_back_to_maintenance(
     netboot: Netboot, prefix: str, machines: Callable[..., Machine]
 ) -> None:
-    m = machines("blank", f"{prefix}.12", netboot.cmdline("uuid="), uuid=UUID,
-                 extra_args=("--fetch-total-timeout", "2.5"))
+    m = machines(
+        "blank",
+        f"{prefix}.12",
+        netboot.cmdline("uuid="),
+        uuid=UUID,
+        extra_args=("--fetch-total-timeout", "2.5"),
+    )
     # The config URL answers 404 for this UUID: retried, and once the (test-shortened) budget is
     # spent the node waits in maintenance mode instead.
     v = wait_for("maintenance mode after the fetch budget", lambda: version(m.maintenance()))
@@ -62,7 +74,9 @@ def test_maintenance_apply_installs_and_reboots_into_mutual_tls(
     assert (v.tag, v.platform_mode) == ("v1.11.6-standin", "maintenance")
 
     endpoint = f"https://{prefix}.100:6443"
-    wrong_disk = machine_config(secrets, kind="controlplane", hostname="cp-m", endpoint=endpoint, disk="/dev/nvme9n1")
+    wrong_disk = machine_config(
+        secrets, kind="controlplane", hostname="cp-m", endpoint=endpoint, disk="/dev/nvme9n1"
+    )
     with pytest.raises(TalosApiError, match="nvme9n1"):
         run(_apply(m, wrong_disk))
     with pytest.raises(TalosApiError, match="v1alpha1"):
@@ -84,7 +98,7 @@ def test_maintenance_apply_installs_and_reboots_into_mutual_tls(
     # A reader may read but not act.
     reader = secrets.client("os:reader")
     assert version(m.mtls(secrets, client=reader)).hostname == "cp-m"
-    with pytest.raises(TalosApiError, match="PERMISSION_DENIED|os:admin"):
+    with pytest.raises(TalosApiError, match=r"PERMISSION_DENIED|os:admin"):
         run(_bootstrap(m, secrets, reader))
 
     services = run(_services(m, secrets))

@@ -9,12 +9,15 @@ import pytest
 
 from provisioner.lab.standin import bootflow
 
-IDENT = bootflow.Identity(uuid="4c4c4544-0042-3510-8052-b4c04f384d32", serial="SN 42", mac="52:54:00:12:34:56",
-                          hostname="cp1")
+IDENT = bootflow.Identity(
+    uuid="4c4c4544-0042-3510-8052-b4c04f384d32", serial="SN 42", mac="52:54:00:12:34:56", hostname="cp1"
+)
 
 
 def test_cmdline_last_value_wins_and_flags_are_kept() -> None:
-    args = bootflow.parse_cmdline("console=tty0 talos.platform=metal pti=on quiet talos.config=http://a/b?x=1 pti=off\n")
+    args = bootflow.parse_cmdline(
+        "console=tty0 talos.platform=metal pti=on quiet talos.config=http://a/b?x=1 pti=off\n"
+    )
     assert args["talos.platform"] == "metal"
     assert args["talos.config"] == "http://a/b?x=1"
     assert args["pti"] == "off"
@@ -55,7 +58,12 @@ def test_config_source(cmdline: str, expected: str | None) -> None:
 
 
 def test_fetch_retries_until_it_gets_a_config() -> None:
-    answers: list[bytes | Exception] = [ConnectionRefusedError(111, "refused"), OSError("404"), b"  ", b"version: v1alpha1\n"]
+    answers: list[bytes | Exception] = [
+        ConnectionRefusedError(111, "refused"),
+        OSError("404"),
+        b"  ",
+        b"version: v1alpha1\n",
+    ]
     timeouts: list[float] = []
     sleeps: list[float] = []
 
@@ -76,7 +84,9 @@ def test_fetch_gives_up_after_the_overall_budget() -> None:
     def opener(url: str, timeout: float) -> bytes:
         raise ConnectionRefusedError(111, "refused")
 
-    policy = bootflow.FetchPolicy(attempt_timeout=0.05, total_timeout=0.3, first_backoff=0.05, max_backoff=0.05)
+    policy = bootflow.FetchPolicy(
+        attempt_timeout=0.05, total_timeout=0.3, first_backoff=0.05, max_backoff=0.05
+    )
     with pytest.raises(bootflow.ConfigFetchError, match="http://h/c"):
         bootflow.fetch("http://h/c", policy, opener=opener)
 
@@ -91,5 +101,9 @@ def test_identity_from_sysfs_and_init_environment(tmp_path: Path) -> None:
         (net / nic).mkdir(parents=True)
         (net / nic / "address").write_text(mac + "\n")
     ident = bootflow.read_identity(tmp_path, env={"STANDIN_HOSTNAME": "w1"})
-    assert ident == bootflow.Identity("4c4c4544-0042-3510-8052-b4c04f384d32", "SN42", "52:54:00:aa:bb:cc", "w1")
-    assert bootflow.read_identity(tmp_path, env={"STANDIN_MAC": "52:54:00:00:00:01"}).mac == "52:54:00:00:00:01"
+    assert ident == bootflow.Identity(
+        "4c4c4544-0042-3510-8052-b4c04f384d32", "SN42", "52:54:00:aa:bb:cc", "w1"
+    )
+    assert (
+        bootflow.read_identity(tmp_path, env={"STANDIN_MAC": "52:54:00:00:00:01"}).mac == "52:54:00:00:00:01"
+    )

@@ -19,13 +19,26 @@ from standin_helpers import Secrets, loopback_prefix
 from provisioner.lab.standin import platform
 from provisioner.lab.standin.kubeconfig import admin_kubeconfig
 
-CMDLINE = {"talos.platform": "metal", "console": "ttyS0", "pti": "on", "talos.config": "http://h/c?uuid=",
-           "standin.kernel": "http://h/k", "standin.initrd": "http://h/i", "slab_nomerge": ""}
+CMDLINE = {
+    "talos.platform": "metal",
+    "console": "ttyS0",
+    "pti": "on",
+    "talos.config": "http://h/c?uuid=",
+    "standin.kernel": "http://h/k",
+    "standin.initrd": "http://h/i",
+    "slab_nomerge": "",
+}
 
 
 def test_disk_append_line_keeps_kernel_args_and_marks_disk_boot() -> None:
     line = platform.disk_append_line(CMDLINE)
-    assert line.split() == ["talos.platform=metal", "console=ttyS0", "pti=on", "slab_nomerge", "standin.boot=disk"]
+    assert line.split() == [
+        "talos.platform=metal",
+        "console=ttyS0",
+        "pti=on",
+        "slab_nomerge",
+        "standin.boot=disk",
+    ]
 
 
 def test_dir_install_writes_boot_files_and_private_config_then_wipe_blanks(tmp_path: Path) -> None:
@@ -71,8 +84,21 @@ def test_ext4_label_probe_sees_the_features_extlinux_needs(tmp_path: Path) -> No
     img = tmp_path / "part.img"
     with open(img, "wb") as fh:
         fh.truncate(16 * 1024 * 1024)
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", platform.MKE2FS_FEATURES, "-L", platform.FS_LABEL,
-                    str(img)], check=True)
+    subprocess.run(
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-O",
+            platform.MKE2FS_FEATURES,
+            "-L",
+            platform.FS_LABEL,
+            str(img),
+        ],
+        check=True,
+    )
     assert platform._ext4_label(str(img)) == "STANDIN"
     features = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True).stdout
     assert "64bit" not in features and "metadata_csum" not in features

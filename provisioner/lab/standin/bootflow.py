@@ -14,9 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,19 +157,19 @@ def fetch(
             if not data.strip():
                 raise ValueError("empty response")
             log.info(
-                "talos stand-in: fetched machine config from %s (%d bytes, attempt %d)",
+                "talos stand-in: fetched %s (%d bytes, attempt %d)",
                 url,
                 len(data),
                 attempt,
             )
             return data
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ConfigFetchError(f"giving up on {url} after {attempt} attempts: {exc}") from None
             wait = min(backoff, remaining, policy.max_backoff)
             log.warning(
-                "talos stand-in: config fetch from %s failed (attempt %d): %s; retrying in %.1f s",
+                "talos stand-in: fetching %s failed (attempt %d): %s; retrying in %.1f s",
                 url,
                 attempt,
                 exc,
@@ -182,6 +180,8 @@ def fetch(
 
 
 def _http_get(url: str, timeout: float) -> bytes:
+    import urllib.request  # lazily: only a talos.config boot or an install downloads anything
+
     req = urllib.request.Request(url, headers={"User-Agent": "talos-standin"})
     # The netboot service is on the node's own segment: never go through a proxy from the environment.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

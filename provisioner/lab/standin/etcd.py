@@ -22,8 +22,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +71,9 @@ class EtcdSettings:
 
 def api(endpoint: str, path: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
     """POST to etcd's JSON gateway (``endpoint`` like ``http://10.0.0.5:2379``); raises EtcdAPIError."""
+    import urllib.error
+    import urllib.request  # lazily: workers and blank nodes never talk to etcd
+
     req = urllib.request.Request(
         endpoint + path, data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}
     )
@@ -127,6 +128,8 @@ class Etcd:
     def healthy(self) -> bool:
         if not self.running():
             return False
+        import urllib.request
+
         try:
             with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
                 self.s.client_url + "/health", timeout=2
@@ -242,6 +245,7 @@ class Etcd:
         deadline = time.monotonic() + timeout
         my_id: int | None = None
         members: list[EtcdMember] = []
+        endpoint = endpoints[0]
         while my_id is None:
             if self._cancel.wait(interval):
                 return False
@@ -250,6 +254,7 @@ class Etcd:
             for ep in endpoints:
                 try:
                     my_id, members = self._add_learner(ep)
+                    endpoint = ep
                     break
                 except (OSError, EtcdAPIError) as exc:
                     self.message = f"waiting for the cluster at {ep}: {exc}"
@@ -263,10 +268,10 @@ class Etcd:
                 name = self.s.name if m.id == my_id else (m.hostname or f"pending-{m.id:x}")
                 names += [f"{name}={u}" for u in m.peer_urls]
             self._spawn({"cluster": ",".join(names), "state": "existing"})
+        # A learner refuses linearizable reads (so /health fails) and cluster changes: promotion is
+        # asked of the cluster endpoint, and health is checked once this node votes.
+        self._promote(my_id, endpoint, deadline, interval)
         self._wait_healthy(max(30.0, deadline - time.monotonic()))
-        self.state, self.message = RUNNING, "learner: catching up"
-        self._promote(my_id, deadline, interval)
-        self.message = "etcd is healthy (voting member)"
         log.info("talos stand-in: etcd joined the cluster as a voting member (id %x)", my_id)
         return True
 
@@ -287,10 +292,14 @@ class Etcd:
         log.info("talos stand-in: etcd: added as learner %x via %s", my_id, endpoint)
         return my_id, parse_members(doc)
 
-    def _promote(self, my_id: int, deadline: float, interval: float) -> None:
+    def _promote(self, my_id: int, endpoint: str, deadline: float, interval: float) -> None:
+        """Ask the cluster to promote this learner until it has caught up with the leader."""
         while True:
+            if not self.running():
+                self.state, self.message = FAILED, f"etcd exited (see {self.s.log_path})"
+                raise EtcdError(self.message)
             try:
-                api(self.s.client_url, "/v3/cluster/member/promote", {"ID": str(my_id)})
+                api(endpoint, "/v3/cluster/member/promote", {"ID": str(my_id)})
                 return
             except EtcdAPIError as exc:
                 if "not a learner" in str(exc):

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,19 +307,29 @@ class ConfiguredNode:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _leave_etcd(self) -> None:
-        """Graceful reset of a control plane: remove this member from the cluster first, as Talos does."""
+    def _leave_etcd(self, timeout: float = 30.0) -> None:
+        """Graceful reset of a control plane: remove this member from the cluster first, as Talos does.
+
+        etcd refuses the removal ("unhealthy cluster") while the remaining members have not been
+        connected for a few seconds (e.g. right after a join): retried until ``timeout``.
+        """
         etcd = self._etcd
         if etcd is None or not etcd.running():
             return
-        try:
-            members = etcd.members()
-            me = next((m for m in members if m.hostname == self._host), None)
-            if me is not None and len(members) > 1:
-                api(etcd.s.client_url, "/v3/cluster/member/remove", {"ID": str(me.id)})
-                log.info("talos stand-in: left the etcd cluster (member %x)", me.id)
-        except (OSError, EtcdAPIError) as exc:
-            log.warning("talos stand-in: could not leave etcd gracefully: %s", exc)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                members = etcd.members()
+                me = next((m for m in members if m.hostname == self._host), None)
+                if me is not None and len(members) > 1:
+                    api(etcd.s.client_url, "/v3/cluster/member/remove", {"ID": str(me.id)})
+                    log.info("talos stand-in: left the etcd cluster (member %x)", me.id)
+                return
+            except (OSError, EtcdAPIError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("talos stand-in: could not leave etcd gracefully: %s", exc)
+                    return
+                time.sleep(1.0)
 
     def _later(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` after the RPC answer has gone out (the client is waiting for it)."""

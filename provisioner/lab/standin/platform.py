@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -131,6 +132,25 @@ def _run(cmd: list[str], what: str, stdin: bytes | None = None) -> str:
     return res.stdout.decode(errors="replace")
 
 
+def _wait_device(disk: str, part: str, timeout: float = 10.0) -> None:
+    """Wait for the kernel to know ``part`` after repartitioning, and make sure its /dev node exists
+    (devtmpfs normally creates it; without a hotplug helper a missing node is made from sysfs)."""
+    sysfs = Path("/sys/class/block") / Path(part).name
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while not (sysfs.exists() or os.path.exists(part)):
+        if time.monotonic() > deadline:
+            raise PlatformError(f"partition {part} did not appear after partitioning {disk}")
+        tries += 1
+        if tries % 10 == 1:  # nudge the kernel: re-read the table (blockdev), else add partitions (partx)
+            subprocess.run(["blockdev", "--rereadpt", disk], capture_output=True)
+            subprocess.run(["partx", "-a", disk], capture_output=True)
+        time.sleep(0.1)
+    if not os.path.exists(part):
+        major, minor = (int(x) for x in (sysfs / "dev").read_text().split(":"))
+        os.mknod(part, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
+
+
 def _ext4_label(device: str) -> str:
     """Volume label from an ext2/3/4 superblock (offset 1024; magic at +56, label at +120)."""
     try:
@@ -207,14 +227,7 @@ class VMPlatform:
             ["sfdisk", "--quiet", "--wipe", "always", disk], f"partition {disk}", stdin=b"label: dos\n,,L,*\n"
         )
         part = self._partition(disk)
-        if not os.path.exists(part):
-            subprocess.run(["blockdev", "--rereadpt", disk], capture_output=True)
-        for _ in range(100):
-            if os.path.exists(part):
-                break
-            time.sleep(0.1)
-        else:
-            raise PlatformError(f"partition {part} did not appear after sfdisk")
+        _wait_device(disk, part)
         _run(
             ["mke2fs", "-q", "-F", "-t", "ext4", "-O", MKE2FS_FEATURES, "-L", FS_LABEL, part], f"mkfs {part}"
         )

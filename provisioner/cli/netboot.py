@@ -1,0 +1,176 @@
+"""Network boot commands: ``netboot serve|render`` and ``assets fetch|import``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from ..events import EventLog
+from ..inventory import load_inventory
+from ..inventory.model import Node, Site
+from ..state import StateStore
+from .context import App, pass_app
+from .output import emit, warn
+
+_assets_dir_option = click.option(
+    "--assets-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Asset cache root (default: $PROVISIONER_ASSETS_DIR or <state dir>/../assets).",
+)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(netboot)
+    cli.add_command(assets)
+
+
+def _need_netboot(site: Site) -> None:
+    if site.networks is None or site.networks.netboot is None:
+        raise InputError("networks.netboot: the inventory has no netboot section (networks.netboot.server)")
+
+
+@click.group()
+def netboot() -> None:
+    """The network boot service: dnsmasq (DHCP/TFTP/RA) and the HTTP server."""
+
+
+@netboot.command("serve")
+@click.option(
+    "--rack", "racks", multiple=True, metavar="NAME", help="Only install nodes of this rack (repeatable)."
+)
+@_assets_dir_option
+@click.option(
+    "--no-dhcp", is_flag=True, help="HTTP only; no dnsmasq (another DHCP/TFTP server chains to us)."
+)
+@pass_app
+def serve(app: App, racks: tuple[str, ...], assets_dir: Path | None, no_dhcp: bool) -> None:
+    """Serve in the foreground until Ctrl-C; reloads when the inventory changes (or on SIGHUP).
+
+    Nodes outside the selection keep their DHCP reservation but are told to boot from disk.
+    """
+    from ..netboot.assets import asset_set, verify
+    from ..netboot.service import NetbootService, run_foreground
+
+    site = app.site
+    _need_netboot(site)
+    nodes = app.selected(racks)
+    for problem in verify(site, assets_dir):
+        warn(problem)
+    store = StateStore(site.state_dir)
+    service = NetbootService(
+        site, store, EventLog(store.events_path), nodes, assets_root=assets_dir, dhcp=not no_dhcp
+    )
+
+    def load() -> tuple[Site, list[Node]]:
+        fresh = load_inventory(app.inventory_path).site
+        _need_netboot(fresh)
+        return fresh, fresh.select(racks or app.racks, app.nodes)
+
+    def ready(svc: NetbootService) -> None:
+        host, port = svc.http_address
+        dhcp = (
+            f"dnsmasq config {svc.dnsmasq_paths.conf}, log {svc.dnsmasq_paths.log}" if svc.dhcp else "no DHCP"
+        )
+        click.echo(
+            f"netboot: serving {len(nodes)} node(s) on http://{host}:{port}; {dhcp}; "
+            f"assets {asset_set(site, assets_dir).directory}; Ctrl-C to stop",
+            err=True,
+        )
+
+    if app.verbose == 0:
+        logging.getLogger("provisioner.netboot").setLevel(logging.INFO)
+    run_foreground(service, load, watch=app.inventory_path, on_ready=ready)
+    click.echo("netboot: stopped", err=True)
+
+
+@netboot.command("render")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory to write into (default: <state dir>/netboot).",
+)
+@click.option(
+    "--interface", default=None, help="Interface for router advertisements (default: from the site)."
+)
+@pass_app
+def render(app: App, out: Path | None, interface: str | None) -> None:
+    """Write the dnsmasq config (checked with `dnsmasq --test`) and the lease hook; start nothing."""
+    from ..netboot import dnsmasq
+
+    site = app.site
+    _need_netboot(site)
+    assert site.networks is not None and site.networks.netboot is not None
+    paths = dnsmasq.Paths(out or site.state_dir / "netboot")
+    iface = (
+        interface
+        or site.networks.netboot.interface
+        or dnsmasq.interface_holding(str(site.networks.netboot.server))
+    )
+    dnsmasq.write_files(site, paths, StateStore(site.state_dir).events_path, interface=iface)
+    data = {
+        "dnsmasq_conf": str(paths.conf),
+        "lease_hook": str(paths.hook),
+        "interface": iface,
+        "nodes": len(site.nodes),
+        "test": "ok",
+    }
+    emit(
+        data,
+        lambda d: (
+            f"wrote {d['dnsmasq_conf']} ({d['nodes']} reservations, dnsmasq --test ok)"
+            + ("" if d["interface"] else "; no interface known, router advertisements off")
+        ),
+    )
+
+
+@click.group()
+def assets() -> None:
+    """Talos kernel and initramfs: download from the Image Factory or import, pinned by sha256."""
+
+
+def _results_text(results: list[dict[str, str]]) -> str:
+    return "\n".join(
+        f"{r['name']}: {r['outcome']}{' (pinned now)' if r['pinned_now'] else ''}  "
+        f"sha256 {r['sha256']}  {r['path']}"
+        for r in results
+    )
+
+
+@assets.command("fetch")
+@click.option(
+    "--factory",
+    default=None,
+    metavar="URL",
+    help="Image Factory base URL (default https://factory.talos.dev).",
+)
+@_assets_dir_option
+@pass_app
+def fetch(app: App, factory: str | None, assets_dir: Path | None) -> None:
+    """Download kernel-amd64 and initramfs-amd64.xz for the inventory's Talos version and schematic."""
+    from ..netboot import assets as mod
+
+    site = app.site
+    store = StateStore(site.state_dir)
+    results = mod.fetch(site, assets_dir, factory or mod.FACTORY_URL, EventLog(store.events_path))
+    emit([{**r.__dict__, "path": str(r.path)} for r in results], _results_text)
+
+
+@assets.command("import")
+@click.option("--kernel", type=click.Path(path_type=Path), required=True, help="Local kernel image.")
+@click.option("--initramfs", type=click.Path(path_type=Path), required=True, help="Local initramfs.")
+@click.option("--update-lock", is_flag=True, help="Re-pin files whose sha256 differs from the lock file.")
+@_assets_dir_option
+@pass_app
+def import_(app: App, kernel: Path, initramfs: Path, update_lock: bool, assets_dir: Path | None) -> None:
+    """Take local files (air-gapped sites, the lab) into the asset cache and pin them."""
+    from ..netboot import assets as mod
+
+    site = app.site
+    store = StateStore(site.state_dir)
+    results = mod.import_files(site, kernel, initramfs, assets_dir, update_lock, EventLog(store.events_path))
+    emit([{**r.__dict__, "path": str(r.path)} for r in results], _results_text)

@@ -1,0 +1,182 @@
+"""What the netboot HTTP server answers: iPXE scripts, machine configs, Talos assets.
+
+Identity comes from what iPXE/Talos put in the query (MAC, SMBIOS UUID) and, for machine
+configs, from the source address: a config is secret material (it holds the cluster's
+keys), so it only goes to the node's own reserved address, and never again once the node
+is installed. Every decision is written to the event log, which ``up`` waits on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import netaddr
+
+from ..events import ASSET_DOWNLOAD, CONFIG_DENIED, CONFIG_FETCH, IPXE_SCRIPT, IPXE_UNKNOWN, EventLog
+from ..inventory.model import Node, Site
+from ..state import StateStore
+from . import ipxe
+from .http import Reply, Request, safe_join
+
+IPXE_TYPE = "text/plain; charset=utf-8"
+YAML_TYPE = "application/yaml"
+
+
+def normalise_mac(value: str) -> str | None:
+    """``52-54-00-..`` (iPXE's ``hexhyp``) or any netaddr-readable MAC -> ``52:54:00:..``."""
+    if not value or "$" in value:
+        return None
+    try:
+        eui = netaddr.EUI(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+    eui.dialect = netaddr.mac_unix_expanded
+    return str(eui).lower()
+
+
+def normalise_uuid(value: str) -> str | None:
+    import uuid
+
+    if not value or "$" in value:  # an unexpanded ${uuid}
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+class NetbootRoutes:
+    """The request handler; ``update`` swaps in a reloaded site atomically."""
+
+    def __init__(
+        self,
+        site: Site,
+        store: StateStore,
+        events: EventLog,
+        assets_dir: Path,
+        nodes: Sequence[Node] | None = None,
+        configs_dir: Path | None = None,
+        endpoint: ipxe.Endpoint | None = None,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self._lock = threading.Lock()
+        self.update(site, nodes, assets_dir, configs_dir, endpoint)
+
+    def update(
+        self,
+        site: Site,
+        nodes: Sequence[Node] | None = None,
+        assets_dir: Path | None = None,
+        configs_dir: Path | None = None,
+        endpoint: ipxe.Endpoint | None = None,
+    ) -> None:
+        with self._lock:
+            self.site = site
+            self.selected = {n.name for n in (site.nodes if nodes is None else nodes)}
+            self.by_mac = {n.boot.mac: n for n in site.nodes}
+            self.by_uuid = {n.uuid: n for n in site.nodes if n.uuid}
+            self.by_ip = {str(n.ip): n for n in site.nodes}
+            if assets_dir is not None:
+                self.assets_dir = assets_dir
+            self.configs_dir = configs_dir or site.state_dir / "configs"
+            self.endpoint = endpoint or ipxe.Endpoint.for_site(site)
+
+    def __call__(self, req: Request) -> Reply:
+        if req.path == "/boot.ipxe":
+            return Reply.text(200, ipxe.boot_script(self.endpoint), IPXE_TYPE)
+        if req.path == "/node.ipxe":
+            return self.node_script(req)
+        if req.path == "/config":
+            return self.config(req)
+        if req.path.startswith("/assets/"):
+            return self.asset(req)
+        return Reply.text(404, "not found\n")
+
+    # --- iPXE -------------------------------------------------------------------------
+    def identify(self, mac: str | None, uuid: str | None) -> Node | None:
+        """By boot MAC first (it is what DHCP reserved), then by SMBIOS UUID."""
+        if mac and mac in self.by_mac:
+            return self.by_mac[mac]
+        if uuid and uuid in self.by_uuid:
+            return self.by_uuid[uuid]
+        return None
+
+    def node_script(self, req: Request) -> Reply:
+        mac = normalise_mac(req.query.get("mac", ""))
+        uuid = normalise_uuid(req.query.get("uuid", ""))
+        serial = req.query.get("serial") or None
+        node = self.identify(mac, uuid)
+        ident = {
+            "mac": mac or req.query.get("mac"),
+            "uuid": uuid or req.query.get("uuid"),
+            "serial": serial,
+            "ip": req.client_ip,
+        }
+        if node is None:
+            self.events.append(IPXE_UNKNOWN, None, "unknown", **ident)
+            return Reply.text(404, f"unknown machine mac={ident['mac']} uuid={ident['uuid']}\n")
+        if node.name not in self.selected:
+            self.events.append(IPXE_SCRIPT, node.name, "local-disk", reason="not selected", **ident)
+            return Reply.text(200, ipxe.local_disk_script(node), IPXE_TYPE)
+        if self.store.is_installed(node.name):
+            self.events.append(IPXE_SCRIPT, node.name, "local-disk", reason="installed", **ident)
+            return Reply.text(200, ipxe.local_disk_script(node), IPXE_TYPE)
+        missing = [f for f in (ipxe.KERNEL, ipxe.INITRAMFS) if not (self.assets_dir / f).is_file()]
+        if missing:
+            self.events.append(
+                IPXE_SCRIPT, node.name, "error", reason=f"assets missing: {', '.join(missing)}", **ident
+            )
+            return Reply.text(503, f"Talos assets missing on the server: {', '.join(missing)}\n")
+        self.events.append(IPXE_SCRIPT, node.name, "install", **ident)
+        return Reply.text(200, ipxe.install_script(self.site, node, self.endpoint), IPXE_TYPE)
+
+    # --- machine configs --------------------------------------------------------------
+    def config(self, req: Request) -> Reply:
+        uuid = normalise_uuid(req.query.get("uuid", ""))
+        ident = {"uuid": uuid or req.query.get("uuid"), "ip": req.client_ip}
+        node = self.by_uuid.get(uuid) if uuid else None
+        if node is None:
+            node = self.by_ip.get(req.client_ip)
+            if node is not None and uuid and node.uuid and node.uuid != uuid:
+                self.events.append(
+                    CONFIG_DENIED, node.name, "denied", reason="uuid does not match the node", **ident
+                )
+                return Reply.text(403, "forbidden\n")
+        if node is None:
+            self.events.append(
+                CONFIG_DENIED, None, "unknown", reason="no node with this uuid or address", **ident
+            )
+            return Reply.text(403, "forbidden\n")
+        if req.client_ip != str(node.ip):
+            self.events.append(
+                CONFIG_DENIED, node.name, "denied", reason="request from a foreign address", **ident
+            )
+            return Reply.text(403, "forbidden\n")
+        if node.name not in self.selected or self.store.is_installed(node.name):
+            why = "installed" if self.store.is_installed(node.name) else "not selected"
+            self.events.append(CONFIG_DENIED, node.name, "denied", reason=why, **ident)
+            return Reply.text(403, f"no config: node is {why}\n")
+        path = self.configs_dir / f"{node.name}.yaml"
+        try:
+            data = path.read_bytes()  # at request time: configs may be regenerated while we run
+        except FileNotFoundError:
+            self.events.append(CONFIG_FETCH, node.name, "missing", reason=f"{path} does not exist", **ident)
+            return Reply.text(404, "no machine config generated for this node yet\n")
+        if req.method == "GET":
+            self.events.append(CONFIG_FETCH, node.name, "ok", bytes=len(data), **ident)
+        return Reply(200, data, YAML_TYPE, {"Cache-Control": "no-store"})
+
+    # --- assets -----------------------------------------------------------------------
+    def asset(self, req: Request) -> Reply:
+        path = safe_join(self.assets_dir, req.path.removeprefix("/assets/"))
+        if path is None:
+            return Reply.text(404, "not found\n")
+        if req.method == "GET" and "range" not in req.headers:
+            node = self.by_ip.get(req.client_ip)
+            self.events.append(
+                ASSET_DOWNLOAD, node.name if node else None, "served", file=path.name, ip=req.client_ip
+            )
+        return Reply(file=path, content_type="application/octet-stream")
