@@ -8,6 +8,7 @@ by a task escapes ``run_on_nodes``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -113,7 +114,7 @@ def run_on_nodes(
                     in_flight += 1
                     started = True
                     fut = pool.submit(task, node)
-                    fut.add_done_callback(lambda f, n=node: finished(n, f))
+                    fut.add_done_callback(functools.partial(finished, node))
             if not started:
                 cond.wait()
     return {n.name: results[n.name] for n in nodes}

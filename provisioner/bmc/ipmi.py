@@ -102,9 +102,9 @@ class _SuiteSession(pyghmi_session.Session):
         # Sockets already used by a session to the same BMC are excluded, because
         # pyghmi routes replies by (BMC address, local port).
         self = object.__new__(cls)
-        forbid = []
+        forbid: list[Any] = []
         for res in socket.getaddrinfo(bmc, port, 0, socket.SOCK_DGRAM):
-            sockaddr = res[4]
+            sockaddr: Any = res[4]
             if pyghmi_session.ipv6support and res[0] == socket.AF_INET:
                 sockaddr = ("::ffff:" + sockaddr[0], sockaddr[1], 0, 0)
             forbid.extend(s.socket for s in list(cls.bmc_handlers.get(sockaddr, {}).values()))

@@ -38,12 +38,17 @@ def lab() -> None:
 
 @lab.command("up")
 @_lab_dir_option
+@click.option(
+    "--bmc-faults",
+    metavar="SPEC",
+    help="Make the emulated BMCs misbehave: 'acceptance' or error=R,noop=R,timeout=R[,seed=N].",
+)
 @pass_app
-def lab_up(app: App, lab_dir: Path | None) -> None:
+def lab_up(app: App, lab_dir: Path | None, bmc_faults: str | None) -> None:
     """Create the namespace, VMs (powered off) and BMC emulators for the inventory."""
     from ..lab.lab import up
 
-    state = up(app.site, lab_dir)
+    state = up(app.site, lab_dir, faults=_parse_faults(bmc_faults))
 
     def text(s: dict[str, Any]) -> str:
         lines = [f"lab {s['cluster']} up in namespace {s['namespace']} ({s['address']}), {s['up_seconds']} s"]
@@ -53,6 +58,28 @@ def lab_up(app: App, lab_dir: Path | None) -> None:
         return "\n".join(lines)
 
     emit(state, text)
+
+
+def _parse_faults(text: str | None) -> dict[str, float] | None:
+    """``acceptance`` (10% errors, 5% silent no-ops, 2% timeouts), or explicit rates
+    such as ``error=0.1,noop=0.05,timeout=0.02,seed=7``."""
+    if not text:
+        return None
+    if text == "acceptance":
+        text = "error=0.10,noop=0.05,timeout=0.02"
+    names = {"error": "error_rate", "noop": "noop_rate", "timeout": "timeout_rate", "seed": "seed"}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in names:
+            raise click.BadParameter(
+                f"unknown fault {key!r} (use error, noop, timeout, seed)", param_hint="--bmc-faults"
+            )
+        try:
+            out[names[key.strip()]] = int(value) if key.strip() == "seed" else float(value)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} needs a number", param_hint="--bmc-faults") from None
+    return out
 
 
 @lab.command("down")

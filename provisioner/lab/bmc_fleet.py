@@ -252,8 +252,8 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
             if message[0] == "stop":
                 break
             if message[0] == "state":
-                m = machines.get(message[1])
-                conn.send(_snapshot(m) if m is not None else None)
+                found = machines.get(message[1])
+                conn.send(_snapshot(found) if found is not None else None)
             elif message[0] == "stats":
                 conn.send(faults.stats())
     finally:

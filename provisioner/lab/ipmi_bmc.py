@@ -26,7 +26,7 @@ import pyghmi.ipmi.bmc as pyghmi_bmc
 import pyghmi.ipmi.private.session as pyghmi_session
 
 from .faults import Fault, FaultInjector
-from .machine import Machine
+from .machine import BootTarget, Machine
 
 log = logging.getLogger("provisioner.lab.ipmi-bmc-emulator")
 
@@ -44,7 +44,7 @@ BOOT_FLAG_PERSISTENT = 0x40
 BOOT_FLAG_EFI = 0x20
 DEVICE_PXE = 0x1
 DEVICE_DISK = 0x2
-_DEVICES = {DEVICE_PXE: "pxe", DEVICE_DISK: "disk"}
+_DEVICES: dict[int, BootTarget] = {DEVICE_PXE: "pxe", DEVICE_DISK: "disk"}
 _DEVICE_CODES = {v: k for k, v in _DEVICES.items()}
 
 # (netfn, command) pairs that change the machine: these may be silently dropped (no-op fault).
@@ -225,7 +225,7 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
             return
         self.machine.set_boot_device(
             device,
-            bool(flags & BOOT_FLAG_PERSISTENT),  # type: ignore[arg-type]
+            bool(flags & BOOT_FLAG_PERSISTENT),
             bool(flags & BOOT_FLAG_EFI),
         )
         session.send_ipmi_response()

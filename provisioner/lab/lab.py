@@ -222,8 +222,13 @@ def _preflight() -> None:
             raise OperationError(f"{tool} is not installed; run scripts/setup.sh")
 
 
-def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[str, Any]:
-    """Create the lab for ``site``; idempotent for a lab that is already up."""
+def up(
+    site: Site, lab_dir: Path | None = None, timeout: float = 90.0, faults: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Create the lab for ``site``; idempotent for a lab that is already up.
+
+    ``faults`` (FaultSpec fields: error_rate, noop_rate, timeout_rate, seed) makes the
+    emulated BMCs fail, lie and hang like real ones, to rehearse a run against them."""
     _preflight()
     paths = LabPaths(Path(lab_dir or lab_dir_default()).resolve())
     lp = plan(site, paths)
@@ -240,7 +245,9 @@ def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[s
     # deliberately because the image is rebuilt whenever the stand-in changes.
     from ..netboot import assets
 
-    assets.import_files(site, image.directory / "vmlinuz", image.directory / "initramfs.zst", update_lock=True)
+    assets.import_files(
+        site, image.directory / "vmlinuz", image.directory / "initramfs.zst", update_lock=True
+    )
     started = time.monotonic()
     net = netns.LabNetwork(
         lp.namespace, BRIDGE, lp.address, site.networks.management.mtu if site.networks else 1500
@@ -258,6 +265,7 @@ def up(site: Site, lab_dir: Path | None = None, timeout: float = 90.0) -> dict[s
             "vms": str(paths.vms),
             "workdir": str(paths.bmc_workdir),
             "nodes": [{"name": n.node, "protocol": n.protocol, "port": n.port} for n in lp.nodes],
+            "faults": faults or {},
         }
         atomic_write(paths.root / "daemon.json", json.dumps(config, indent=1))
         paths.ready.unlink(missing_ok=True)
@@ -387,6 +395,7 @@ def status(site: Site, lab_dir: Path | None = None) -> dict[str, Any]:
 def serve(root: Path) -> int:
     """The lab daemon (runs inside the namespace): the BMC fleet with QEMU machines."""
     from .bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishServiceSpec
+    from .faults import FaultSpec
     from .machine import BootSetting, MachineSpec
     from .qemu import machine_from_spec
 
@@ -424,6 +433,7 @@ def serve(root: Path) -> int:
             redfish=redfish,
             tls=True,
             machine_factory=functools.partial(machine_from_spec, config["vms"]),
+            faults=FaultSpec(**config.get("faults", {})),
         )
     )
     stopping = False

@@ -1,8 +1,9 @@
 """The lab fixture: one virtual lab (3 QEMU nodes + BMC emulators + the tool's netboot
 service) per test session, always torn down, even when a test fails or is interrupted.
 
-Lab tests are marked ``lab`` and only run when selected (``pytest -m lab``, ``make lab-test``):
-they need root, take minutes of CPU under TCG and must not run inside a quick ``make test``.
+Lab tests are marked ``lab``: they need root and minutes of CPU under TCG. ``make test``
+(what CI runs) includes them; ``make test-quick`` leaves them out (``-m "not lab"``). The
+lab lives for this module only, so it never competes for the CPU with the end-to-end lab.
 """
 
 from __future__ import annotations
@@ -29,15 +30,6 @@ LAB_DIR = REPO / ".lab-test"
 VENV_BIN = Path(sys.executable).parent
 
 TIMINGS: dict[str, float] = {}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "lab" in (config.option.markexpr or ""):
-        return
-    lab_items = [i for i in items if i.get_closest_marker("lab")]
-    if lab_items:
-        config.hook.pytest_deselected(items=lab_items)
-        items[:] = [i for i in items if not i.get_closest_marker("lab")]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -183,7 +175,7 @@ def _start_netboot(lab: Lab) -> subprocess.Popen[bytes]:
     return proc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces, taps, QEMU)")

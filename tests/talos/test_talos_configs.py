@@ -68,13 +68,16 @@ def test_1_13_moves_network_hostname_time_and_vip_into_documents(make_site) -> N
 
 
 def test_1_11_layout_what_the_lab_stand_in_reads(make_site) -> None:
-    paths = generate_configs(make_site(version="v1.11.6"))
+    site = make_site(version="v1.11.6")
+    paths = generate_configs(site)
     docs = load_docs(paths["cp2"])
     assert len(docs) == 1
     m = docs[0]["machine"]
     assert m["type"] == "controlplane"
     image = "ghcr.io/cozystack/cozystack/talos:v1.11.6"
-    assert m["install"] == {"disk": "/dev/vda", "image": image, "wipe": False}
+    extra = site.cluster.talos.extra_kernel_args
+    assert extra, "the lab inventory passes the stand-in's install sources as extra kernel args"
+    assert m["install"] == {"disk": "/dev/vda", "image": image, "wipe": False, "extraKernelArgs": extra}
     assert m["network"]["hostname"] == "cp2"
     (iface,) = m["network"]["interfaces"]
     assert iface["deviceSelector"] == {"hardwareAddr": "52:54:00:77:00:12"}
