@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Write ``data`` so that a crash leaves either the old file or the new one, never
-    a torn one: temp file in the same directory, fsync, rename, fsync the directory."""
-    path = Path(path)
+def _durable_temp(path: Path, data: bytes | str, mode: int) -> str:
+    """A temp file beside ``path`` holding ``data``, with ``mode``, flushed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -23,6 +21,19 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write ``data`` so that a crash leaves either the old file or the new one, never
+    a torn one: temp file in the same directory, fsync, rename, fsync the directory."""
+    path = Path(path)
+    tmp = _durable_temp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -44,22 +55,14 @@ def write_once(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
     path = Path(path)
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = _durable_temp(path, data, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
     finally:
         os.unlink(tmp)
+    return True
 
 
 def private_dir(path: Path) -> Path:

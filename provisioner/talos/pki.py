@@ -54,8 +54,10 @@ def key_to_pem(key: PrivateKey) -> bytes:
 
 def pem_for_python_ssl(key_pem: bytes) -> bytes:
     """Python's ``ssl`` (OpenSSL) does not know the ``ED25519 PRIVATE KEY`` label; the bytes
-    inside are plain PKCS#8, so only the label needs rewriting."""
-    return key_pem.replace(_ED25519_LABEL, b"PRIVATE KEY")
+    inside are plain PKCS#8, so only the label needs rewriting (one definition, in the API's TLS module)."""
+    from ..talosapi.tls import normalize_key_pem
+
+    return normalize_key_pem(key_pem)
 
 
 def load_private_key(key_pem: bytes) -> PrivateKey:

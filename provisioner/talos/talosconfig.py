@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import os
 import ssl
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +81,11 @@ def load_talosconfig(path: Path, context: str | None = None) -> tuple[list[str],
 
 
 def client_ssl_context(ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A mutual-TLS client context for apid: TLS >= 1.2, ALPN h2, server verified against
-    the OS CA. ``ssl`` loads keys only from files, so the key goes through a 0600 file in a
-    private temporary directory that is removed before this returns."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem.decode())
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["h2"])
-    with tempfile.TemporaryDirectory(prefix="talos-client-") as tmp:
-        crt_file, key_file = Path(tmp) / "client.crt", Path(tmp) / "client.key"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pki.pem_for_python_ssl(key_pem))
-        crt_file.write_bytes(crt_pem)
-        ctx.load_cert_chain(crt_file, key_file)
-    return ctx
+    """A mutual-TLS client context for apid (TLS >= 1.2, ALPN h2, server verified against
+    the OS CA): the Talos API client's own, so there is one definition of it."""
+    from ..talosapi.tls import mtls_client_context
+
+    return mtls_client_context(ca_pem, crt_pem, key_pem)
 
 
 def _reusable_client(path: Path, os_ca: KeyPair) -> KeyPair | None:

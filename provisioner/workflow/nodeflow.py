@@ -23,6 +23,10 @@ from ..state import NodeRecord, Phase, StateStore
 from . import talos_ops
 from .progress import Progress
 
+# A node in maintenance mode this long after its config was delivered did not install it.
+MAINTENANCE_GRACE = 45.0
+MAX_REAPPLY = 3
+
 
 class NodeFailed(Exception):
     """The node cannot go on in this run; the message says why (no secrets in it)."""
@@ -136,13 +140,31 @@ def _pxe_once(controller: Any) -> None:
 
 
 async def wait_installed(run: NodeRun) -> NodeRecord:
-    """The installed OS answers over mutual TLS with the cluster's client certificate."""
+    """The installed OS answers over mutual TLS with the cluster's client certificate.
+
+    A node that shows up in maintenance mode instead has lost its config on the way (an
+    install cut short, say by the netboot service dying with a crashed run): it is given
+    the config again over the maintenance API, a bounded number of times."""
     deadline = time.monotonic() + run.timeouts.install
+    next_maintenance_check = time.monotonic() + MAINTENANCE_GRACE
+    reapplied = 0
     run.progress.step(run.name, "installing", "waiting for the installed OS (mutual TLS)")
     while time.monotonic() < deadline:
         version = await talos_ops.secure_version(str(run.node.ip), run.talosconfig)
         if version is not None:
             return _record(run, Phase.INSTALLED, f"installed, answering as {version}", installed=True)
+        if time.monotonic() >= next_maintenance_check and reapplied < MAX_REAPPLY:
+            next_maintenance_check = time.monotonic() + MAINTENANCE_GRACE
+            if await talos_ops.maintenance_ready(str(run.node.ip)):
+                reapplied += 1
+                run.progress.step(
+                    run.name,
+                    "installing",
+                    "node is in maintenance mode: applying its config over the API",
+                    "retry",
+                )
+                data = (run.configs_dir / f"{run.name}.yaml").read_bytes()
+                await talos_ops.apply_config(str(run.node.ip), data)
         await asyncio.sleep(run.poll)
     raise NodeFailed(f"the installed OS did not answer within {run.timeouts.install:.0f}s")
 

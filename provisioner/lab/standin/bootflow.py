@@ -11,6 +11,7 @@ Standard library only: this runs first inside the initramfs under TCG, where eve
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import time
@@ -163,7 +164,8 @@ def fetch(
                 attempt,
             )
             return data
-        except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError/HTTPError are OSErrors;
+            # a connection cut mid-body (IncompleteRead) is an HTTPException and must be retried too
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ConfigFetchError(f"giving up on {url} after {attempt} attempts: {exc}") from None
