@@ -103,9 +103,13 @@ def main() -> int:
                     ctl.power_on()
 
             before = fleet.stats()["requests"]
+            emu_cpu = fleet.cpu_seconds()
+            client_cpu = time.process_time()
             start = time.monotonic()
             results = run_on_nodes(nodes, round_trip, concurrency=args.concurrency, per_rack=args.per_rack)
             wall = time.monotonic() - start
+            client_cpu = time.process_time() - client_cpu
+            emu_cpu = fleet.cpu_seconds() - emu_cpu
             requests = fleet.stats()["requests"] - before
             wrong = [
                 n.name
@@ -131,6 +135,10 @@ def main() -> int:
     print(f"wall time:        {wall:.2f} s")
     print(f"operations/s:     {ops / wall:.1f}")
     print(f"ideal:            {ideal:.2f} s (requests x latency / concurrency)")
+    print(
+        f"CPU time:         client {client_cpu:.2f} s, emulators {emu_cpu:.2f} s "
+        f"({(client_cpu + emu_cpu) / requests * 1000:.2f} ms per request; {os.cpu_count()} cores)"
+    )
     print(f"ratio to ideal:   {wall / ideal:.2f} (target <= 1.5)")
     print(f"failed nodes:     {len(failed)}; wrong final state: {len(wrong)}")
     for r in failed[:10]:

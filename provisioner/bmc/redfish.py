@@ -6,6 +6,14 @@ retries are kept to the minimum (see ``_connect``) because the controller decide
 to retry, and a library re-sending a power command after we gave up on it would undo
 a later command. Basic auth is used rather than Redfish sessions: it needs no
 session bookkeeping across threads and works on every BMC we target.
+
+One HTTP(S) connection per BMC is kept open for the driver's life (the controller's
+operations on one node: power off, boot device, power on and their read-backs), so a
+node costs one TLS handshake instead of one per request. sushy asks for
+``Connection: close`` on every request by default (some BMCs are said to choke on
+long-lived connections); ours live only as long as a controller, and a connection the
+BMC dropped is noticed by urllib3 before reuse, or fails the attempt, which drops the
+connection and is retried on a new one.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 import requests
 import sushy
 from sushy import auth as sushy_auth
+from sushy import connector as sushy_connector
 from sushy import exceptions as sushy_exc
 
 from .base import (
@@ -117,17 +126,24 @@ class RedfishDriver:
         if self._system is not None:
             return self._system
         try:
-            root = sushy.Sushy(
+            connector = sushy_connector.Connector(
                 self._base_url,
-                auth=sushy_auth.BasicAuth(username=self._username, password=self._password),
                 verify=self._verify,
                 # 0 would mean "3 retries, 2 s apart" for connection errors (sushy uses
                 # `or 3`), re-sending a POST we already gave up on; 1 means no retry on
                 # connection errors and one immediate retry of a 5xx answer.
                 server_side_retries=1,
                 server_side_retries_delay=0,
-                read_timeout=self._timeout,
+                default_request_timeout=self._timeout,
                 connect_timeout=self._timeout,
+            )
+            # sushy sets "Connection: close" on its session; keep the connection instead
+            # (see the module docstring). The session is sushy's requests.Session.
+            connector._session.headers["Connection"] = "keep-alive"
+            root = sushy.Sushy(
+                self._base_url,
+                auth=sushy_auth.BasicAuth(username=self._username, password=self._password),
+                connector=connector,
             )
             self._root = root
             self._system = self._choose_system(root, action)

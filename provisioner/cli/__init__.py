@@ -51,7 +51,13 @@ def cli(
 ) -> None:
     """Take a site from racked, powered-off servers to a running Cozystack platform."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if verbose == 0:
+        # The BMC libraries log every retried request; our own errors already say what failed.
+        for noisy in ("sushy", "pyghmi", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     ctx.obj = App(inventory_path=inventory, racks=racks, nodes=nodes, output=output, verbose=verbose)
     ctx.meta["debug"] = debug
 
@@ -82,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, keep the traceback for --debug
         if debug:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", err=True)
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", err=True
+        )
         return 1
-    return 0
+    # Commands that finish with a verdict (up: 1 when a node failed) return their exit code.
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ def status(app: App) -> None:
     store = StateStore(site.state_dir)
     events = EventLog(store.events_path)
     last: dict[str, Any] = {}
-    for ev in events.iter():
-        if ev.node:
-            last[ev.node] = ev
+    for event in events.iter():
+        if event.node:
+            last[event.node] = event
     rows = []
     for node in app.selected():
         rec = store.node(node.name)

@@ -174,3 +174,170 @@ def import_(app: App, kernel: Path, initramfs: Path, update_lock: bool, assets_d
     store = StateStore(site.state_dir)
     results = mod.import_files(site, kernel, initramfs, assets_dir, update_lock, EventLog(store.events_path))
     emit([{**r.__dict__, "path": str(r.path)} for r in results], _results_text)
+
+
+# --- racks on their own L2 segment: the service on the rack's boot server -------------------
+def _remote_options(func):  # type: ignore[no-untyped-def]
+    for option in reversed(
+        [
+            click.option(
+                "--rack", "rack", metavar="NAME", help="The rack (its inventory has a boot_server)."
+            ),
+            click.option(
+                "--remote-dir",
+                default=None,
+                metavar="PATH",
+                help="Bundle directory on the boot server (default ~/.provisioner/<cluster>/<rack>).",
+            ),
+            click.option(
+                "--accept-new-host-key",
+                is_flag=True,
+                help="First contact: accept an unknown host key and record it in known_hosts beside the "
+                "inventory (a changed key is always refused).",
+            ),
+            click.option(
+                "--connect-timeout", type=float, default=15.0, show_default=True, help="SSH timeout."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _one_rack(app: App, rack: str | None) -> str:
+    if rack:
+        return rack
+    if len(app.racks) == 1:
+        return app.racks[0]
+    raise InputError("--rack NAME is required (one rack with a boot_server)")
+
+
+def _remote_text(d: dict[str, object]) -> str:
+    lines = [f"rack {d['rack']}: {d['boot_server']} {d['remote_dir']}"]
+    if "uploaded" in d:
+        lines.append(f"  uploaded: {', '.join(d['uploaded']) or 'nothing'}")  # type: ignore[arg-type]
+        lines.append(f"  unchanged: {', '.join(d['unchanged']) or 'nothing'}")  # type: ignore[arg-type]
+        nodes = d["nodes"]
+        assert isinstance(nodes, dict)
+        installing = sum(v == "install" for v in nodes.values())
+        dhcp = "off"
+        if d["dhcp"]:
+            dhcp = f"on ({d['interface']})" if d["interface"] else "on"
+        lines.append(
+            f"  serving {len(nodes)} node(s) ({installing} to install) on {d['http']}; DHCP {dhcp}; "
+            f"agent pid {d['agent_pid']}"
+        )
+    else:
+        lines.append(
+            f"  agent: {d.get('state')}"
+            + (f", pid {d['pid']}" if d.get("pid") and d.get("running") else "")
+            + (f", http {d['http']}" if d.get("http") and d.get("running") else "")
+            + (f", error: {d['error']}" if d.get("error") else "")
+        )
+    lines.append(f"  merged {d['events_merged']} remote event(s) into the local log")
+    return "\n".join(lines)
+
+
+@netboot.command("push")
+@_remote_options
+@click.option(
+    "--server",
+    default=None,
+    metavar="ADDR",
+    help="Address the rack's nodes reach the boot server on (default: boot_server.host).",
+)
+@click.option(
+    "--http-port", type=int, default=None, help="HTTP port on the boot server (default netboot.http_port)."
+)
+@click.option(
+    "--interface", default=None, help="dnsmasq interface there (default: the one holding --server)."
+)
+@click.option("--no-dhcp", is_flag=True, help="HTTP only on the boot server; no dnsmasq there.")
+@_assets_dir_option
+@pass_app
+def push(
+    app: App,
+    rack: str | None,
+    remote_dir: str | None,
+    accept_new_host_key: bool,
+    connect_timeout: float,
+    server: str | None,
+    http_port: int | None,
+    interface: str | None,
+    no_dhcp: bool,
+    assets_dir: Path | None,
+) -> None:
+    """Run the netboot service for a rack on its own L2 segment on the rack's boot server.
+
+    Uploads over SSH/SFTP the rack's dnsmasq config, the machine configs of its nodes, the
+    Talos assets (skipped when unchanged) and a small agent, then (re)starts dnsmasq and the
+    HTTP server there. Rerun after configs or node states change.
+    """
+    from ..netboot import remote
+
+    site = app.site
+    _need_netboot(site)
+    name = _one_rack(app, rack)
+    store = StateStore(site.state_dir)
+    result = remote.push(
+        site,
+        name,
+        app.selected((name,)),
+        store,
+        EventLog(store.events_path),
+        server=server,
+        http_port=http_port,
+        interface=interface,
+        dhcp=not no_dhcp,
+        assets_root=assets_dir,
+        remote_dir=remote_dir,
+        accept_new=accept_new_host_key,
+        timeout=connect_timeout,
+    )
+    for w in result["warnings"]:
+        warn(w)
+    emit(result, _remote_text)
+
+
+@netboot.command("remote-status")
+@_remote_options
+@pass_app
+def remote_status(
+    app: App, rack: str | None, remote_dir: str | None, accept_new_host_key: bool, connect_timeout: float
+) -> None:
+    """Is the rack's boot-server agent running? Pulls its new events into the local log."""
+    from ..netboot import remote
+
+    site = app.site
+    store = StateStore(site.state_dir)
+    result = remote.remote_status(
+        site,
+        _one_rack(app, rack),
+        EventLog(store.events_path),
+        remote_dir=remote_dir,
+        accept_new=accept_new_host_key,
+        timeout=connect_timeout,
+    )
+    emit(result, _remote_text)
+
+
+@netboot.command("remote-stop")
+@_remote_options
+@pass_app
+def remote_stop(
+    app: App, rack: str | None, remote_dir: str | None, accept_new_host_key: bool, connect_timeout: float
+) -> None:
+    """Stop the rack's boot-server agent (and its dnsmasq); its last events are pulled first."""
+    from ..netboot import remote
+
+    site = app.site
+    store = StateStore(site.state_dir)
+    result = remote.remote_stop(
+        site,
+        _one_rack(app, rack),
+        EventLog(store.events_path),
+        remote_dir=remote_dir,
+        accept_new=accept_new_host_key,
+        timeout=connect_timeout,
+    )
+    emit(result, _remote_text)

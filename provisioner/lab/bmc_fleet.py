@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,10 @@ class BmcFleet:
                 total[k] = total.get(k, 0) + v
         return total
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the emulator child processes have used so far."""
+        return float(sum(self._ask(("cpu",))))
+
     def stop(self) -> None:
         for _proc, conn in self._children:
             with contextlib.suppress(OSError, EOFError):
@@ -256,6 +261,8 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
                 conn.send(_snapshot(found) if found is not None else None)
             elif message[0] == "stats":
                 conn.send(faults.stats())
+            elif message[0] == "cpu":
+                conn.send(time.process_time())
     finally:
         stop.set()
         if kind == "redfish":

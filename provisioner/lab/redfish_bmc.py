@@ -9,14 +9,34 @@ sushy-tools drops ``BootSourceOverrideEnabled`` (its libvirt driver can only do
 "Continuous") and hard-codes "Continuous" in its template; the driver reads the field
 from the PATCH and a response hook reports the machine's real value, so one-time boot
 overrides can be tested. The same hooks inject per-request latency and faults.
+
+What differs from running sushy-tools as shipped, and why (each keeps the emulator a
+faithful stand-in while not making it the bottleneck of a 100-BMC benchmark):
+
+- HTTP/1.1 keep-alive. Werkzeug's development server closes every connection, so each
+  request cost a client a new TCP connection and TLS handshake, which a real BMC's web
+  server does not impose. ``_KeepAliveHandler`` reads the request body before the
+  application runs, so the next request on the connection is never mistaken for it.
+- Verified credentials are remembered. sushy-tools checks the bcrypt hash of the
+  Authorization header on every request; a BMC does not redo a password hash per
+  request (it has sessions, or caches). A wrong password is still checked (and
+  refused) every time, and a changed auth file is read again.
+- One accept loop per process for all ports, and the TLS handshake in the
+  connection's own thread, instead of one polling thread per port.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import io
 import ipaddress
 import json
 import logging
+import os
+import selectors
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -26,9 +46,10 @@ from typing import Any
 import bcrypt
 import flask
 from sushy_tools import error as sushy_error
+from sushy_tools.emulator import auth_basic as sushy_auth_basic
 from sushy_tools.emulator import main as sushy_main
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from ..fsutil import atomic_write
 from .faults import Fault, FaultInjector
@@ -282,6 +303,107 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
     atomic_write(path, f"{username}:{digest}\n", mode=0o600)
 
 
+_IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may sit idle before the BMC closes it
+
+
+class _KeepAliveHandler(WSGIRequestHandler):
+    """Werkzeug's handler, keeping HTTP/1.1 connections open between requests.
+
+    Werkzeug always answers ``Connection: close`` because http.server cannot skip a
+    request body the application left unread. Here the body (``Content-Length``) is
+    read before the application runs and handed to it from memory, so the connection
+    is always positioned at the next request. Requests with a chunked or
+    ``Expect: 100-continue`` body keep werkzeug's behaviour (the connection is closed).
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = _IDLE_TIMEOUT
+    _keep_alive = False
+
+    def handle(self) -> None:
+        if isinstance(self.connection, ssl.SSLSocket):
+            # The handshake runs here, in this connection's thread, not in the accept loop.
+            try:
+                self.connection.do_handshake()
+            except OSError as exc:  # ssl.SSLError included: a client refusing our certificate
+                log.debug("Redfish BMC emulator: TLS handshake with %s failed: %s", self.client_address, exc)
+                return
+        super().handle()
+
+    def run_wsgi(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        self._keep_alive = (
+            "Transfer-Encoding" not in self.headers
+            and "Expect" not in self.headers
+            and length.isdigit()
+            and not self.close_connection
+        )
+        if not self._keep_alive:
+            super().run_wsgi()
+            return
+        connection_stream = self.rfile
+        self.rfile = io.BytesIO(connection_stream.read(int(length)))  # type: ignore[assignment]
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = connection_stream
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if self._keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+            return  # the body was consumed: the connection can serve the next request
+        super().send_header(keyword, value)
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        if logging.getLogger("werkzeug").isEnabledFor(logging.INFO):
+            super().log_request(*args, **kwargs)
+
+
+class _EmulatorServer(ThreadedWSGIServer):
+    """One emulated BMC's HTTP(S) port; TLS is wrapped per connection, in its thread."""
+
+    block_on_close = False  # keep-alive connections must not hold up stop()
+
+    def __init__(self, address: str, port: int, app: Any, tls: ssl.SSLContext | None) -> None:
+        super().__init__(address, port, app, _KeepAliveHandler)
+        self.ssl_context = tls  # werkzeug reports https to the application from this
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = self.socket.accept()
+        # Headers and body go out as separate writes: without this, Nagle's algorithm
+        # holds the body back until the client's delayed ACK (~40 ms) on a kept connection.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+
+_verified: dict[tuple[str, int, str, bytes], dict[str, str]] = {}
+_verified_lock = threading.Lock()
+_bcrypt_authenticate = sushy_auth_basic.authenticate
+
+
+def _authenticate_cached(auth_file: str, username: str, password: bytes) -> dict[str, str]:
+    """sushy-tools' bcrypt check, done once per (auth file version, user, password).
+
+    Only successes are remembered, keyed by a SHA-256 of the password, and the key
+    includes the auth file's modification time: a changed file is checked afresh.
+    """
+    try:
+        version = os.stat(auth_file).st_mtime_ns
+    except OSError:
+        version = -1
+    key = (auth_file, version, username, hashlib.sha256(password).digest())
+    with _verified_lock:
+        found = _verified.get(key)
+    if found is not None:
+        return dict(found)
+    result = _bcrypt_authenticate(auth_file, username, password)
+    with _verified_lock:
+        _verified[key] = dict(result)
+    return result
+
+
 class RedfishEmulator:
     """sushy-tools' app on one or more ports of one process (the app is a module singleton).
 
@@ -304,6 +426,7 @@ class RedfishEmulator:
             app.__class__ = _LabApplication
             app.before_request(_before_request)
             app.after_request(_after_request)
+            sushy_auth_basic.authenticate = _authenticate_cached
         driver_cls = MachineSystemsDriver.initialize(app.config, app.logger, machines=machines)
         app.configure(
             extra_config={
@@ -314,20 +437,15 @@ class RedfishEmulator:
             }
         )
         self.faults = faults
-        self._servers: list[BaseWSGIServer] = []
-        self._threads: list[threading.Thread] = []
+        self._servers: list[_EmulatorServer] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         ssl_context = None
         if tls is not None:
-            import ssl
-
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_context.load_cert_chain(str(tls.cert), str(tls.key))
         for port, names in services:
-            server = make_server(
-                address, port, _PortSystems(app, names), threaded=True, ssl_context=ssl_context
-            )
-            server.daemon_threads = True  # type: ignore[attr-defined]
-            self._servers.append(server)
+            self._servers.append(_EmulatorServer(address, port, _PortSystems(app, names), ssl_context))
         scheme = "https" if tls else "http"
         log.info(
             "Redfish BMC emulator (sushy-tools, stand-in for hardware BMCs): %d systems on %s://%s ports %s",
@@ -338,19 +456,21 @@ class RedfishEmulator:
         )
 
     def start(self) -> None:
-        for server in self._servers:
-            t = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name=f"redfish-emulator-{server.server_port}",
-                daemon=True,
-            )
-            t.start()
-            self._threads.append(t)
+        self._thread = threading.Thread(target=self._accept_loop, name="redfish-emulator-accept", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        """Accept connections on every port from one thread; each connection gets its own."""
+        with selectors.DefaultSelector() as selector:
+            for server in self._servers:
+                selector.register(server.socket, selectors.EVENT_READ, server)
+            while not self._stop.is_set():
+                for key, _events in selector.select(timeout=0.2):
+                    key.data._handle_request_noblock()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         for server in self._servers:
-            server.shutdown()
             server.server_close()
-        for t in self._threads:
-            t.join(timeout=5)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import CONFIG_FETCH, EventLog
-from ..inventory.model import ConfigDelivery, Node, Site
+from ..inventory.model import ConfigDelivery, Node, Role, Site
 from ..state import NodeRecord, Phase, StateStore
 from . import talos_ops
 from .progress import Progress
@@ -26,6 +26,9 @@ from .progress import Progress
 # A node in maintenance mode this long after its config was delivered did not install it.
 MAINTENANCE_GRACE = 45.0
 MAX_REAPPLY = 3
+# A BMC step whose command retries were all used up is tried again this often.
+BMC_STEP_ATTEMPTS = 3
+BMC_STEP_PAUSE = 2.0
 
 
 class NodeFailed(Exception):
@@ -45,6 +48,9 @@ class NodeRun:
     talosconfig: Path
     bmc_slots: Callable[[Node], Any]  # -> async context manager limiting BMC concurrency
     poll: float = 2.0
+    # Set when the cluster cannot form (a control plane failed): a worker waiting for its
+    # installed OS would wait for a control-plane endpoint that never comes.
+    cluster_failed: asyncio.Event | None = None
 
     @property
     def name(self) -> str:
@@ -62,14 +68,26 @@ def _record(run: NodeRun, phase: Phase, detail: str = "", **changes: Any) -> Nod
 
 
 async def _bmc(run: NodeRun, what: str, fn: Callable[[Any], Any]) -> Any:
+    """One BMC step. The controller already retries each command; a step that still fails
+    with a transient fault (a BMC busy for longer than its retries) is given a few more
+    chances after a pause before the node is failed, since every other step of the node
+    would be wasted with it. Authentication and configuration errors fail at once."""
     from ..bmc import connect  # imported here: the BMC drivers pull in pyghmi/sushy
+    from ..bmc.base import BMCError
 
-    async with run.bmc_slots(run.node):
-        try:
-            controller = await asyncio.to_thread(connect, run.node, run.site.base_dir)
-            return await asyncio.to_thread(fn, controller)
-        except Exception as exc:  # BMC errors carry node, endpoint and reason, never the password
-            raise NodeFailed(f"BMC {what} failed: {exc}") from None
+    for attempt in range(1, BMC_STEP_ATTEMPTS + 1):
+        async with run.bmc_slots(run.node):
+            try:
+                controller = await asyncio.to_thread(connect, run.node, run.site.base_dir)
+                return await asyncio.to_thread(fn, controller)
+            except BMCError as exc:  # carries node, endpoint and reason, never the password
+                if not exc.transient or attempt == BMC_STEP_ATTEMPTS:
+                    raise NodeFailed(f"BMC {what} failed: {exc}") from None
+                run.progress.step(run.name, "bmc-retry", f"{what}: {exc}; trying again", "retry")
+            except Exception as exc:
+                raise NodeFailed(f"BMC {what} failed: {exc}") from None
+        await asyncio.sleep(BMC_STEP_PAUSE * attempt)
+    raise AssertionError("unreachable")
 
 
 async def power_off(run: NodeRun) -> NodeRecord:
@@ -153,6 +171,10 @@ async def wait_installed(run: NodeRun) -> NodeRecord:
         version = await talos_ops.secure_version(str(run.node.ip), run.talosconfig)
         if version is not None:
             return _record(run, Phase.INSTALLED, f"installed, answering as {version}", installed=True)
+        if run.cluster_failed is not None and run.cluster_failed.is_set() and run.node.role is Role.WORKER:
+            raise NodeFailed(
+                "the control planes failed, so this worker cannot finish (it needs their endpoint)"
+            )
         if time.monotonic() >= next_maintenance_check and reapplied < MAX_REAPPLY:
             next_maintenance_check = time.monotonic() + MAINTENANCE_GRACE
             if await talos_ops.maintenance_ready(str(run.node.ip)):

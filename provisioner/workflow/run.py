@@ -155,10 +155,13 @@ async def _run_all(
     etcd) to finish, exactly as on real Talos, so the cluster must not wait for them."""
     configs_dir = next(iter(config_paths.values())).parent if config_paths else site.state_dir / "configs"
     finished: dict[str, NodeOutcome] = {}
+    cluster_failed = asyncio.Event()
 
     async def one(node: Node) -> NodeOutcome:
         t0 = time.monotonic()
-        run = nodeflow.NodeRun(site, node, store, events, progress, configs_dir, talosconfig, slots, poll)
+        run = nodeflow.NodeRun(
+            site, node, store, events, progress, configs_dir, talosconfig, slots, poll, cluster_failed
+        )
         try:
             rec = await nodeflow.drive(run)
             out = NodeOutcome(node.name, node.rack, rec.phase.value, True, None, time.monotonic() - t0)
@@ -182,6 +185,7 @@ async def _run_all(
                 break
             failed = [name for name, _ in cps if name in finished and not finished[name].ok]
             if failed:
+                cluster_failed.set()
                 return "failed", f"control planes failed to install: {', '.join(failed)}"
             outside = [
                 name for name, rec in cps if name not in in_run and rec.phase.order < Phase.INSTALLED.order
@@ -198,11 +202,13 @@ async def _run_all(
                 await clusterflow.form(site, store, progress, talosconfig, poll)
             return "formed", None
         except Exception as exc:  # reported per run, never a traceback
+            cluster_failed.set()
             progress.cluster("failed", str(exc), "error")
             return "failed", str(exc)
 
-    results = await asyncio.gather(cluster(), *(one(n) for n in nodes))
-    return {o.name: o for o in results[1:]}, results[0]
+    cluster_task = asyncio.create_task(cluster())
+    outcomes = await asyncio.gather(*(one(n) for n in nodes))
+    return {o.name: o for o in outcomes}, await cluster_task
 
 
 def _hosted(site: Site) -> UpResult:

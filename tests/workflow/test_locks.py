@@ -27,7 +27,9 @@ def _holder(locks: Path, rack: str) -> subprocess.Popen[str]:
             sys.stdin.read()
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -36,9 +38,10 @@ def _holder(locks: Path, rack: str) -> subprocess.Popen[str]:
 def test_same_rack_refused_other_rack_allowed(tmp_path: Path) -> None:
     holder = _holder(tmp_path, "r1")
     try:
-        with pytest.raises(LockBusy, match=rf"rack r1 is being provisioned by another run \(pid {holder.pid}\)"):
-            with hold_racks(tmp_path, ["r1"]):
-                pass
+        with pytest.raises(
+            LockBusy, match=rf"rack r1 is being provisioned by another run \(pid {holder.pid}\)"
+        ), hold_racks(tmp_path, ["r1"]):
+            pass
         with hold_racks(tmp_path, ["r2"]):  # a different rack runs at the same time
             pass
     finally:
@@ -63,7 +66,9 @@ def test_cluster_lock_is_exclusive(tmp_path: Path) -> None:
 def test_up_on_a_locked_rack_exits_1_with_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inventory = tmp_path / "lab.yaml"
     text = (REPO / "inventory/examples/lab.yaml").read_text()
-    inventory.write_text(text.replace("  name: lab\n", f"  name: lab\n  state_dir: {tmp_path / 'state'}\n", 1))
+    inventory.write_text(
+        text.replace("  name: lab\n", f"  name: lab\n  state_dir: {tmp_path / 'state'}\n", 1)
+    )
     holder = _holder(tmp_path / "state" / "locks", "lab")
     try:
         rc = main(["--inventory", str(inventory), "up", "--progress", "lines"])
