@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import uuid as uuidlib
 from typing import Any
 
@@ -49,6 +50,26 @@ log = logging.getLogger(__name__)
 # injected timeouts). Both are RLocks looked up at call time: making them one lock
 # removes the inversion without changing what they protect.
 pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
+
+# Lost wake-ups. A thread waiting for its session's answer sleeps on an event that
+# pyghmi's I/O thread sets when a packet from that BMC arrives. But any thread running
+# the event loop (``wait_for_rsp``, e.g. another node's log-in) may take the packet off
+# the session's queue and handle it; if that happens around the owner's wake-up, or
+# the packet arrives before the owner registered its wait, the owner sleeps until the
+# retransmit timer (0.5-1 s) although its answer is there. Two fixes: a session's
+# packets are handled under its own lock (``_SuiteSession.process_pktqueue``), so an
+# owner that wakes while another thread handles its answer waits for that and then
+# sees it; and no wait lasts longer than ``_MAX_IO_WAIT`` (pyghmi's loops re-check
+# their condition and wait again), which bounds any remaining missed wake-up.
+_MAX_IO_WAIT = 0.05
+_pyghmi_io_wait = pyghmi_session._io_wait
+
+
+def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+    _pyghmi_io_wait(min(timeout, _MAX_IO_WAIT), myaddr, evq)
+
+
+pyghmi_session._io_wait = _io_wait
 
 AUTH_HMAC_SHA1 = 1
 AUTH_HMAC_SHA256 = 3
@@ -109,7 +130,13 @@ class _SuiteSession(pyghmi_session.Session):
                 sockaddr = ("::ffff:" + sockaddr[0], sockaddr[1], 0, 0)
             forbid.extend(s.socket for s in list(cls.bmc_handlers.get(sockaddr, {}).values()))
         self.forbidsock = forbid
+        self._pktlock = threading.RLock()
         return self
+
+    def process_pktqueue(self) -> None:
+        # See _MAX_IO_WAIT: one thread at a time handles this session's packets.
+        with self._pktlock:
+            super().process_pktqueue()
 
     def _initsession(self) -> None:
         super()._initsession()

@@ -34,6 +34,7 @@ class Progress:
             mode = "live" if self.stream.isatty() else "lines"
         self.mode = mode
         self.nodes: dict[str, NodeView] = {}
+        self.cluster_status = "waiting for the control planes"
         self._live: Any = None
 
     def __enter__(self) -> Progress:
@@ -75,6 +76,7 @@ class Progress:
     def cluster(self, step: str, detail: str = "", outcome: str = "ok") -> None:
         from ..events import CLUSTER_STEP
 
+        self.cluster_status = f"{step}: {detail}" if detail else step
         event_id = None
         if self.events is not None:
             event_id = self.events.append(CLUSTER_STEP, outcome=outcome, step=step, detail=detail).id
@@ -101,7 +103,7 @@ class Progress:
     def _table(self) -> Any:
         from rich.table import Table
 
-        table = Table(title="provisioner up", expand=False)
+        table = Table(title="provisioner up", caption=f"cluster: {self.cluster_status}", expand=False)
         for col in ("node", "rack", "phase", "detail"):
             table.add_column(col)
         for v in self.nodes.values():
