@@ -30,9 +30,8 @@ ALPN = ["h2"]
 
 def normalize_key_pem(pem: bytes) -> bytes:
     """Rewrite Talos's ``ED25519 PRIVATE KEY`` label to ``PRIVATE KEY`` (same PKCS#8 bytes inside)."""
-    return pem.replace(b"-----BEGIN ED25519 PRIVATE KEY-----", b"-----BEGIN PRIVATE KEY-----").replace(
-        b"-----END ED25519 PRIVATE KEY-----", b"-----END PRIVATE KEY-----"
-    )
+    # Both the BEGIN and the END line end with this label.
+    return pem.replace(b" ED25519 PRIVATE KEY-----", b" PRIVATE KEY-----")
 
 
 def spki_sha256(cert: bytes) -> str:

@@ -265,7 +265,10 @@ def test_billion_laughs_is_refused(tmp_path: Path) -> None:
 
 def test_deeply_nested_yaml_is_an_error_not_a_crash(tmp_path: Path) -> None:
     got = problems(tmp_path, "cluster: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert got[0].path == "cluster"
+    # PyYAML >= 6.0.4 stops such input in its parser (a nesting limit); older versions parse
+    # it and the model refuses the list. Either way: one located problem, no RecursionError.
+    assert got[0].line == 1
+    assert "nesting depth" in got[0].message or (got[0].path == "cluster" and "got a list" in got[0].message)
 
 
 def test_huge_numbers_and_odd_keys(tmp_path: Path) -> None:
