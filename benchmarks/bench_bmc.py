@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provisioner.bmc import BootDevice, ControllerSettings, connect, run_on_nodes
+from provisioner.bmc import ipmi as _ipmi_driver  # noqa: F401
+from provisioner.bmc import redfish as _redfish_driver  # noqa: F401
 from provisioner.inventory.model import Node
 from provisioner.lab.bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishServiceSpec
 from provisioner.lab.faults import FaultSpec
@@ -71,6 +73,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--per-rack", type=int, default=8)
     ap.add_argument("--rack-size", type=int, default=8)
+    ap.add_argument(
+        "--emulator-processes",
+        type=int,
+        default=0,
+        help="emulator child processes per protocol (default: automatic, see bmc_fleet)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-bmc-") as tmp:
@@ -86,6 +94,7 @@ def main() -> int:
             ipmi=tuple(IpmiBmcSpec(m) for m in machines[: args.ipmi]),
             redfish=tuple(RedfishServiceSpec((m,)) for m in machines[args.ipmi :]),
             faults=FaultSpec(latency=args.latency),
+            processes=args.emulator_processes,
         )
         settings = ControllerSettings(command_timeout=10, verify_poll=0.05)
         with BmcFleet(spec) as fleet:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import tenacity
 
@@ -84,6 +85,69 @@ class _Pacer:
 PACER = _Pacer()
 
 
+class _Call:
+    """One call handed to a worker: its outcome, and an event set when it is known."""
+
+    __slots__ = ("done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: BaseException | None = None
+
+
+class _Worker:
+    """The thread a controller's calls run in, so the caller can stop waiting for a hung one.
+
+    One per controller, kept between calls (a thread per call costs more than the call
+    on a busy fan-out); retired when the controller closes, when a call overruns its
+    deadline (the worker then ends after that call, whenever it returns), or after
+    ``IDLE`` seconds without work, so a controller nobody closes leaks no thread.
+    """
+
+    IDLE = 30.0
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[_Call | None] = deque()
+        self.alive = True
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def run(self, fn: Callable[[], object]) -> _Call | None:
+        """Queue ``fn``; None if this worker has retired (idle) and will not run it."""
+        call = _Call(fn)
+        with self._lock:
+            if not self.alive:
+                return None
+            self._queue.append(call)
+            self._wake.notify()
+        return call
+
+    def retire(self) -> None:
+        with self._lock:
+            self.alive = False
+            self._queue.append(None)
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wake.wait_for(lambda: self._queue, self.IDLE):
+                    self.alive = False  # idle: the controller starts a new worker if needed
+                    return
+                call = self._queue.popleft()
+            if call is None:
+                return
+            try:
+                call.value = call.fn()
+            except BaseException as exc:  # handed to the caller's thread
+                call.error = exc
+            finally:
+                call.done.set()
+
+
 class BMCController:
     """The BMC of one node, as the orchestrator uses it. Thread-compatible, not thread-safe:
     one controller per node per thread (the fan-out gives each node its own)."""
@@ -94,43 +158,38 @@ class BMCController:
         self.settings = settings
         self.default_uefi = default_uefi
         self.endpoint = driver.endpoint
+        self._worker: _Worker | None = None
 
     # -- plumbing ------------------------------------------------------------------------
     def _attempt(self, action: str, fn: Callable[[], T]) -> T:
         """One call under a hard deadline; anything unexpected becomes a typed error."""
         PACER.wait(self.endpoint, self.settings.min_interval)
-        box: dict[str, object] = {}
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed to the caller's thread below
-                box["error"] = exc
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=run, name=f"bmc-{self.node}", daemon=True)
-        worker.start()
+        worker = self._worker
+        call = worker.run(fn) if worker is not None else None
+        if worker is None or call is None:  # none yet, or it retired after idling
+            worker = self._worker = _Worker(f"bmc-{self.node}")
+            call = worker.run(fn)
+            assert call is not None
         # The drivers give the library the command timeout (connect and read each), so
         # the library normally gives up first and its thread is done. This deadline is
         # the backstop for a library that hangs; an abandoned attempt could still
         # reach the BMC late, which is why it is not the primary mechanism.
-        if not done.wait(2 * self.settings.command_timeout + 1):
+        if not call.done.wait(2 * self.settings.command_timeout + 1):
+            self._worker = None
+            worker.retire()  # it ends once the hung call returns; the next call gets a new one
             self.driver.reset_session()  # abandon it; the library gives up on its own later
             raise BMCTimeout(
                 self.node, self.endpoint, action, f"no answer within {self.settings.command_timeout:g}s"
             )
-        if "error" in box:
-            exc = box["error"]
+        if call.error is not None:
+            exc = call.error
             if isinstance(exc, BMCError):
                 raise exc
-            assert isinstance(exc, BaseException)
             if not isinstance(exc, Exception):
                 raise exc
             self.driver.reset_session()
             raise BMCUnavailable(self.node, self.endpoint, action, f"{type(exc).__name__}: {exc}") from None
-        return box["value"]  # type: ignore[return-value]
+        return cast(T, call.value)
 
     def _retrying(self, action: str, fn: Callable[[int], T]) -> T:
         s = self.settings
@@ -272,6 +331,9 @@ class BMCController:
         )
 
     def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.retire()
         try:
             self.driver.close()
         except Exception:  # closing is best effort: the BMC may be gone

@@ -25,7 +25,9 @@ import uuid as uuidlib
 from typing import Any
 
 import pyghmi.exceptions as pyghmi_exc
+from pyghmi.ipmi import fru as pyghmi_fru
 from pyghmi.ipmi.private import session as pyghmi_session
+from pyghmi.ipmi.private import util as pyghmi_util
 
 from .base import (
     BMCAuthError,
@@ -52,21 +54,55 @@ log = logging.getLogger(__name__)
 pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
 
 # Lost wake-ups. A thread waiting for its session's answer sleeps on an event that
-# pyghmi's I/O thread sets when a packet from that BMC arrives. But any thread running
-# the event loop (``wait_for_rsp``, e.g. another node's log-in) may take the packet off
-# the session's queue and handle it; if that happens around the owner's wake-up, or
-# the packet arrives before the owner registered its wait, the owner sleeps until the
-# retransmit timer (0.5-1 s) although its answer is there. Two fixes: a session's
-# packets are handled under its own lock (``_SuiteSession.process_pktqueue``), so an
-# owner that wakes while another thread handles its answer waits for that and then
-# sees it; and no wait lasts longer than ``_MAX_IO_WAIT`` (pyghmi's loops re-check
-# their condition and wait again), which bounds any remaining missed wake-up.
-_MAX_IO_WAIT = 0.05
-_pyghmi_io_wait = pyghmi_session._io_wait
+# pyghmi's I/O thread sets when a packet from that BMC arrives *after* the wait was
+# registered. But the answer may already be there (it arrived while the thread was
+# still getting ready to wait), or another thread running the event loop
+# (``wait_for_rsp``, e.g. another node's log-in) may have taken it off the session's
+# queue and be handling it; the owner then slept until the retransmit timer (0.5-1 s,
+# and a needless retransmission) although its answer had come. With 100 BMCs that
+# was a few percent of all commands. So:
+# - a session's packets are handled under its own lock (``process_pktqueue``): an
+#   owner that wakes while another thread handles its answer waits for that, then
+#   sees it;
+# - before and after registering a wait, the owner checks whether its answer is
+#   already queued, handled, or being handled (``_answer_ready``), and then does not
+#   sleep;
+# - as a backstop no wait lasts longer than ``_MAX_IO_WAIT``: pyghmi's loops re-check
+#   their condition and wait again, so a wake-up missed some other way costs at most that.
+# A wait also times itself (pyghmi's waits rely on its I/O thread for the deadline,
+# which meant waking that thread with a packet to itself on every wait, because its
+# own wait was longer: a thread hand-off per IPMI command on a busy process). The I/O
+# thread is still woken when it must select() on a socket a new session just added,
+# and to drop expired waits if many pile up.
+_MAX_IO_WAIT = 0.2
+_current = threading.local()  # the session whose command this thread is waiting for
+_selected_sockets = 0  # how many sockets the I/O thread was last woken to watch
 
 
 def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-    _pyghmi_io_wait(min(timeout, _MAX_IO_WAIT), myaddr, evq)
+    """pyghmi's ``_io_wait`` (same protocol with its I/O thread) without lost wake-ups."""
+    session: _SuiteSession | None = getattr(_current, "session", None)
+    if session is not None and myaddr is not None and session._answer_ready(myaddr):
+        return
+    evt = threading.Event()
+    if evq is not None:
+        evq.append(evt)
+    timeout = max(0.0, min(timeout, _MAX_IO_WAIT))
+    queue = pyghmi_session.ioqueue
+    queue.append((pyghmi_util._monotonic_time() + timeout, evt, myaddr))
+    sockets = pyghmi_session.iosockets
+    if len(sockets) != _selected_sockets or len(queue) > 256:
+        _wake_io_thread(len(sockets))
+    if session is not None and myaddr is not None and session._answer_ready(myaddr):
+        return  # it came in between: the I/O thread may not match it to this wait
+    evt.wait(timeout)
+
+
+def _wake_io_thread(sockets: int) -> None:
+    global _selected_sockets
+    _selected_sockets = sockets
+    wakeup = pyghmi_session.iosockets[0]
+    wakeup.sendto(b"\x01", (pyghmi_session.myself, wakeup.getsockname()[1]))
 
 
 pyghmi_session._io_wait = _io_wait
@@ -88,12 +124,16 @@ _CHASSIS_CONTROL = {
     PowerAction.RESET: 3,
     PowerAction.SOFT_OFF: 5,
 }
+_FRU_CHUNK = 64  # bytes per Read FRU Data request, halved if the BMC says it is too many
 # Completion codes worth retrying: busy, timeout, out of space, unspecified.
 _TRANSIENT_CODES = {0xC0, 0xC3, 0xC4, 0xFF, 0xFFFF}
 _CODE_TEXT = {
     0xC0: "node busy",
     0xC1: "invalid command",
     0xC3: "timeout",
+    0xC9: "parameter out of range",
+    0xCA: "cannot return the number of requested data bytes",
+    0xCB: "requested data not present",
     0xCC: "invalid data field",
     0xD4: "insufficient privilege",
     0xD5: "not supported in present state",
@@ -105,6 +145,8 @@ class _SuiteSession(pyghmi_session.Session):
     """pyghmi session that honours a cipher suite choice (class attribute ``suite``)."""
 
     suite: int | None = None
+    _pktlock: threading.RLock
+    _expecting: tuple[int, int] | None = None  # (netfn, command) of the answer awaited
 
     def __new__(
         cls,
@@ -131,12 +173,34 @@ class _SuiteSession(pyghmi_session.Session):
             forbid.extend(s.socket for s in list(cls.bmc_handlers.get(sockaddr, {}).values()))
         self.forbidsock = forbid
         self._pktlock = threading.RLock()
+        self._expecting = None
         return self
 
+    # -- lost wake-ups (see _io_wait) --------------------------------------------------
     def process_pktqueue(self) -> None:
-        # See _MAX_IO_WAIT: one thread at a time handles this session's packets.
-        with self._pktlock:
+        with self._pktlock:  # one thread at a time handles this session's packets
             super().process_pktqueue()
+
+    def raw_command(self, netfn: int, command: int, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(_current, "session", None), self._expecting
+        _current.session, self._expecting = self, (netfn + 1, command)
+        try:
+            return super().raw_command(netfn, command, *args, **kwargs)
+        finally:
+            _current.session, self._expecting = outer
+
+    def _answer_ready(self, sockaddr: Any) -> bool:
+        """Whether the answer this session awaits is queued, handled or being handled."""
+        if not self.awaitingresponse or self._expecting is None or sockaddr != self.sockaddr:
+            return False
+        if self.pktqueue:
+            return True
+        if not pyghmi_session.unmatched(self.lastresponse, *self._expecting):
+            return True
+        if self._pktlock.acquire(blocking=False):
+            self._pktlock.release()
+            return False
+        return True  # another thread is handling one of our packets right now
 
     def _initsession(self) -> None:
         super()._initsession()
@@ -187,6 +251,16 @@ def _session_class(suite: int | None) -> type[_SuiteSession]:
 _SESSION_CLASSES: dict[int | None, type[_SuiteSession]] = {
     s: type(f"_Suite{s or 'Auto'}Session", (_SuiteSession,), {"suite": s}) for s in (None, 3, 17)
 }
+
+
+class _CompletionCodeError(BMCCommandError):
+    """The BMC answered with a completion code other than success."""
+
+    def __init__(
+        self, node: str, endpoint: str, action: str, reason: str, transient: bool, code: int
+    ) -> None:
+        super().__init__(node, endpoint, action, reason, transient)
+        self.code = code
 
 
 class IpmiDriver:
@@ -267,12 +341,13 @@ class IpmiDriver:
                 self.reset_session()
                 raise BMCTimeout(self.node, self.endpoint, action, "no answer from the BMC")
             text = _CODE_TEXT.get(code, scrub(str(rsp["error"]), self._password))
-            raise BMCCommandError(
+            raise _CompletionCodeError(
                 self.node,
                 self.endpoint,
                 action,
                 f"completion code {code:#04x} ({text})",
                 transient=code in _TRANSIENT_CODES,
+                code=code,
             )
         return bytes(rsp["data"])
 
@@ -318,6 +393,61 @@ class IpmiDriver:
         self._raw(action, 0x00, 0x08, (0x05, flags, _DEVICE_CODES[device] << 2, 0x00, 0x00, 0x00))
 
     def identity(self) -> Identity:
-        data = self._raw("read identity", 0x06, 0x37)  # Get System GUID
+        action = "read identity"
+        data = self._raw(action, 0x06, 0x37)  # Get System GUID
         guid = str(uuidlib.UUID(bytes_le=data[:16])) if len(data) >= 16 else None
-        return Identity(uuid=guid)
+        info = self._fru_info(action)
+
+        def text(*keys: str) -> str | None:
+            for key in keys:
+                value = info.get(key)
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
+            return None
+
+        return Identity(
+            uuid=guid,
+            serial=text("Serial Number", "Board serial number", "Chassis serial number"),
+            vendor=text("Manufacturer", "Board manufacturer"),
+            model=text("Product name", "Board product name"),
+        )
+
+    def _fru_info(self, action: str) -> dict[str, Any]:
+        """The fields of FRU device 0 (the system's inventory), parsed by pyghmi.
+
+        Empty when the BMC has no such FRU device or its data cannot be parsed: the
+        identity then has the UUID only, as before. Transient failures are raised.
+        """
+        try:
+            area = self._raw(action, 0x0A, 0x10, (0,))  # Get FRU Inventory Area Info
+        except BMCCommandError as exc:
+            if exc.transient:
+                raise
+            log.debug("node %s: BMC %s has no FRU device 0: %s", self.node, self.endpoint, exc.reason)
+            return {}
+        if len(area) < 3:
+            return {}
+        # Size in bytes. Word-addressed devices (bit 0 of byte 3) are read like byte ones,
+        # as pyghmi and ipmitool do: what comes back is what the data is.
+        size = area[0] | area[1] << 8
+        image = bytearray()
+        chunk = _FRU_CHUNK
+        offset = 0
+        while offset < size:
+            count = min(chunk, size - offset)
+            try:  # Read FRU Data: device, offset (LS first), count
+                data = self._raw(action, 0x0A, 0x11, (0, offset & 0xFF, offset >> 8, count))
+            except _CompletionCodeError as exc:
+                if exc.code in (0xC9, 0xCA) and chunk > 8:  # more than the BMC can return at once
+                    chunk //= 2
+                    continue
+                raise
+            if not data or data[0] == 0:
+                break
+            image += data[1 : 1 + data[0]]
+            offset += data[0]
+        try:
+            return dict(pyghmi_fru.FRU(rawdata=bytes(image)).info or {})
+        except Exception as exc:  # a BMC's malformed FRU data: no serial, not a failure
+            log.debug("node %s: BMC %s: unreadable FRU data: %s", self.node, self.endpoint, exc)
+            return {}

@@ -9,6 +9,11 @@ and an I/O thread, so the emulators must never share a process with a pyghmi cli
 inherit a dead I/O thread. (multiprocessing's spawn would re-import the caller's main
 module, which breaks scripts; a plain subprocess with a socketpair does not.)
 
+Large fleets are split over several child processes per protocol (``FleetSpec.processes``;
+by default one per ``BMCS_PER_PROCESS`` BMCs, at most one per CPU): one Python process
+serving 100 BMCs is bound to one core by its interpreter lock, and a queue of requests
+behind it would be charged to the code under test.
+
 Tests, the benchmark and the lab use it the same way; the lab passes its own
 ``machine_factory`` (QEMU-backed machines) and a bind address inside its namespace.
 A control pipe lets the parent read machine state and request counts, and closing it
@@ -64,6 +69,19 @@ class FleetSpec:
     hang: float = 10.0  # how long an injected Redfish timeout holds the request
     machine_factory: MachineFactory = simulated_machine
     log_level: int = logging.WARNING
+    processes: int = 0  # child processes per protocol; 0: automatic (see shards())
+
+    def shards(self, kind: str) -> int:
+        """How many child processes serve the BMCs of ``kind`` (ipmi or redfish)."""
+        count = len(getattr(self, kind))
+        if count == 0:
+            return 0
+        if self.processes > 0:
+            return min(self.processes, count)
+        return max(1, min(os.cpu_count() or 1, -(-count // BMCS_PER_PROCESS)))
+
+
+BMCS_PER_PROCESS = 50
 
 
 @dataclass(frozen=True)
@@ -103,12 +121,21 @@ class BmcFleet:
                 self.ca_file = make_tls_material(
                     self.spec.workdir / "tls", (self.spec.address, "localhost")
                 ).ca
-        kinds = [k for k in ("ipmi", "redfish") if getattr(self.spec, k)]
+        children = [
+            (k, i, self.spec.shards(k)) for k in ("ipmi", "redfish") for i in range(self.spec.shards(k))
+        ]
         try:
-            for kind in kinds:
+            for kind, shard, shards in children:
                 parent_sock, child_sock = socket.socketpair()
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "provisioner.lab.bmc_fleet", kind, str(child_sock.fileno())],
+                    [
+                        sys.executable,
+                        "-m",
+                        "provisioner.lab.bmc_fleet",
+                        kind,
+                        str(child_sock.fileno()),
+                        f"{shard}/{shards}",
+                    ],
                     pass_fds=(child_sock.fileno(),),
                     stdin=subprocess.DEVNULL,
                 )
@@ -185,8 +212,13 @@ def _snapshot(machine: Machine) -> dict[str, Any]:
     }
 
 
-def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
-    """Entry point of an emulator child process: build the BMCs, serve, answer the pipe."""
+def _child_main(
+    kind: str, conn: multiprocessing.connection.Connection, shard: int = 0, shards: int = 1
+) -> None:
+    """Entry point of an emulator child process: build the BMCs, serve, answer the pipe.
+
+    The child serves every ``shards``-th BMC of its ``kind``, starting at ``shard``.
+    """
     spec: FleetSpec = conn.recv()
     logging.basicConfig(
         level=spec.log_level, format=f"%(asctime)s bmc-emulator[{kind}] %(levelname)s %(message)s"
@@ -195,7 +227,7 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
     stop = threading.Event()
     # Each process gets its own RNG stream, still reproducible from the one seed.
     faults = FaultInjector(
-        FaultSpec(**{**spec.faults.__dict__, "seed": spec.faults.seed + (kind == "redfish")})
+        FaultSpec(**{**spec.faults.__dict__, "seed": spec.faults.seed + (kind == "redfish") + 2 * shard})
     )
     machines: dict[str, Machine] = {}
     try:
@@ -205,7 +237,7 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
             delays = DelayQueue()
             bmcs = []
             ports: dict[str, tuple[str, int]] = {}
-            for b in spec.ipmi:
+            for b in spec.ipmi[shard::shards]:
                 m = spec.machine_factory(b.machine)
                 machines[m.name] = m
                 bmc = EmulatedIpmiBmc(m, spec.username, spec.password, b.port, spec.address, faults, delays)
@@ -223,7 +255,7 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
             )
             ports = {}
             emulators = []
-            for service in spec.redfish:
+            for service in spec.redfish[shard::shards]:
                 service_machines = {}
                 for ms in service.machines:
                     m = spec.machine_factory(ms)
@@ -272,4 +304,5 @@ def _child_main(kind: str, conn: multiprocessing.connection.Connection) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], multiprocessing.connection.Connection(int(sys.argv[2])))
+    _shard, _shards = (int(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "0/1").split("/"))
+    _child_main(sys.argv[1], multiprocessing.connection.Connection(int(sys.argv[2])), _shard, _shards)

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
+import pyghmi.ipmi.private.serversession as pyghmi_serversession
 import pyghmi.ipmi.private.session as pyghmi_session
 
 from .faults import Fault, FaultInjector
-from .machine import BootTarget, Machine
+from .machine import BootTarget, Machine, MachineIdentity
 
 log = logging.getLogger("provisioner.lab.ipmi-bmc-emulator")
 
@@ -36,7 +37,14 @@ CC_NODE_BUSY = 0xC0
 CC_INVALID_COMMAND = 0xC1
 CC_PARAM_NOT_SUPPORTED = 0x80
 CC_INVALID_DATA = 0xCC
+CC_PARAM_OUT_OF_RANGE = 0xC9
 CC_NOT_IN_PRESENT_STATE = 0xD5
+CC_NOT_PRESENT = 0xCB  # requested sensor, data or record not present
+
+NETFN_STORAGE = 0x0A
+_FRU_READ_MAX = 64  # bytes one Read FRU Data answer carries at most (BMCs limit it too)
+CMD_GET_FRU_INVENTORY_AREA_INFO = 0x10
+CMD_READ_FRU_DATA = 0x11
 
 # Boot flags (parameter 5), data byte 1 and the device selector in data byte 2 bits 5:2.
 BOOT_FLAG_VALID = 0x80
@@ -49,6 +57,77 @@ _DEVICE_CODES = {v: k for k, v in _DEVICES.items()}
 
 # (netfn, command) pairs that change the machine: these may be silently dropped (no-op fault).
 _MUTATING = {(0x00, 0x02), (0x00, 0x08)}
+
+
+def _fru_checksum(data: bytes | bytearray) -> int:
+    return -sum(data) & 0xFF
+
+
+def fru_image(identity: MachineIdentity) -> bytes:
+    """FRU device 0 as a BMC stores it: common header, then a Product Info Area.
+
+    Fields are 8-bit ASCII/Latin-1 type/length encoded (type 11b), in the order the FRU
+    specification gives: manufacturer, product name, part/model number, version,
+    serial number, asset tag, FRU file id; then the end marker, padding and checksum.
+    """
+
+    def field(text: str) -> bytes:
+        data = text.encode("latin-1", "replace")[:63]
+        return bytes([0xC0 | len(data)]) + data
+
+    body = bytearray([0x01, 0x00, 0x00])  # format version, length (set below), language: English
+    for text in (identity.vendor, identity.model, "", "", identity.serial, "", ""):
+        body += field(text)
+    body.append(0xC1)  # no more fields
+    body += bytes(-(len(body) + 1) % 8)
+    body[1] = (len(body) + 1) // 8
+    body.append(_fru_checksum(body))
+    header = bytearray([0x01, 0, 0, 0, 1, 0, 0])  # version; only a product area, at 8 bytes
+    header.append(_fru_checksum(header))
+    return bytes(header + body)
+
+
+class _ServerSession(pyghmi_serversession.ServerSession):
+    """pyghmi's server-side session, forgetting itself without taking its neighbours along.
+
+    pyghmi files server sessions by client address (IP and UDP port) and BMC port, and
+    a client multiplexes many BMC sessions over one UDP port. Two pyghmi defects made
+    one client's log-in break the other sessions of that client port on every BMC of
+    the process: a closed session stays registered, and when a new log-in comes from
+    the port of a registered session to the same BMC (a reconnect, or a client's
+    retried log-in), pyghmi drops the registrations of *all* BMCs for that client
+    port. The sessions cut off that way never got another answer (100 nodes: a
+    quarter of them failed after 4 x 10 s of log-in retries). Here a session only
+    ever removes its own registration: at Close Session, or when its client port
+    starts a new log-in to this BMC.
+    """
+
+    def close_server_session(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        handlers = pyghmi_session.Session.bmc_handlers.get(self.sockaddr)
+        if handlers is not None and handlers.get(self.bmc.port) is self:
+            del handlers[self.bmc.port]
+            if not handlers:
+                del pyghmi_session.Session.bmc_handlers[self.sockaddr]
+
+    def _handle_ipmi_packet(self, data: Any, sockaddr: Any = None, qent: Any = None) -> Any:
+        # An IPMI 1.5 packet outside any session (sequence number and session id 0)
+        # is the start of a new log-in: hand it to the BMC, as pyghmi does, but
+        # forget only this session.
+        if qent is not None and len(data) >= 13 and data[4] in (0, 2) and not any(data[5:13]):
+            server = pyghmi_session.Session.bmc_handlers.get(qent[2], {}).get(0)
+            if server is not None:
+                self._forget()
+                server.pktqueue.append(qent)
+                server.process_pktqueue()
+                return None
+        return super()._handle_ipmi_packet(data, sockaddr, qent)
+
+
+# IpmiServer creates its sessions by this module-level name.
+pyghmi_serversession.ServerSession = _ServerSession  # type: ignore[misc]
 
 
 class DelayQueue:
@@ -136,6 +215,8 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
             elif fault is Fault.NOOP:
                 log.info("IPMI BMC emulator %s: injected silent no-op for %#x/%#x", self.name, netfn, command)
                 session.send_ipmi_response()
+            elif netfn == NETFN_STORAGE:
+                self.handle_storage_request(request, session)
             else:
                 super(EmulatedIpmiBmc, self).handle_raw_request(request, session)
 
@@ -183,6 +264,30 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
 
     def get_system_guid(self) -> uuidlib.UUID:
         return uuidlib.UUID(self.machine.identity.uuid)
+
+    # -- FRU inventory (storage netfn) --------------------------------------------------
+    def handle_storage_request(self, request: dict[str, Any], session: Any) -> None:
+        command, data = request["command"], request["data"]
+        if command not in (CMD_GET_FRU_INVENTORY_AREA_INFO, CMD_READ_FRU_DATA):
+            session.send_ipmi_response(code=CC_INVALID_COMMAND)
+            return
+        if not data or data[0] != 0:  # only FRU device 0, the system's
+            session.send_ipmi_response(code=CC_NOT_PRESENT)
+            return
+        image = fru_image(self.machine.identity)
+        if command == CMD_GET_FRU_INVENTORY_AREA_INFO:
+            # size in bytes (LS first), accessed by bytes
+            session.send_ipmi_response(data=[len(image) & 0xFF, len(image) >> 8, 0x00])
+            return
+        if len(data) < 4:
+            session.send_ipmi_response(code=CC_INVALID_DATA)
+            return
+        offset, count = data[1] | data[2] << 8, data[3]
+        if offset > len(image):
+            session.send_ipmi_response(code=CC_PARAM_OUT_OF_RANGE)
+            return
+        chunk = image[offset : offset + min(count, _FRU_READ_MAX)]
+        session.send_ipmi_response(data=[len(chunk), *chunk])
 
     # -- boot options ------------------------------------------------------------------
     def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:

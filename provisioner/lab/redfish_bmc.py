@@ -48,6 +48,7 @@ import flask
 from sushy_tools import error as sushy_error
 from sushy_tools.emulator import auth_basic as sushy_auth_basic
 from sushy_tools.emulator import main as sushy_main
+from sushy_tools.emulator.resources import indicators as sushy_indicators
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
@@ -65,12 +66,14 @@ class MachineSystemsDriver(AbstractSystemsDriver):
     """sushy-tools systems driver whose systems are ``Machine`` objects (stand-ins or VMs)."""
 
     machines: dict[str, Machine] = {}
+    _per_port: dict[frozenset[str], dict[str, Machine]] = {}
 
     @classmethod
     def initialize(cls, config: Any, logger: Any, *args: Any, **kwargs: Any) -> type[MachineSystemsDriver]:
         cls._config = config
         cls._logger = logger
         cls.machines = dict(kwargs.get("machines", {}))
+        cls._per_port = {}
         return cls
 
     def _visible(self) -> dict[str, Machine]:
@@ -78,14 +81,17 @@ class MachineSystemsDriver(AbstractSystemsDriver):
         names = flask.request.environ.get(_ENVIRON_KEY) if flask.has_request_context() else None
         if names is None:
             return self.machines
-        return {n: m for n, m in self.machines.items() if n in names}
+        visible = self._per_port.get(names)
+        if visible is None:  # the machines never change: one lookup table per port
+            visible = self._per_port[names] = {n: m for n, m in self.machines.items() if n in names}
+        return visible
 
     def _get(self, identity: str) -> Machine:
-        visible = self._visible()
-        machine = visible.get(identity)
-        if machine is not None:
+        names = flask.request.environ.get(_ENVIRON_KEY) if flask.has_request_context() else None
+        machine = self.machines.get(identity)
+        if machine is not None and (names is None or identity in names):
             return machine
-        for name, m in visible.items():
+        for name, m in self._visible().items():
             if m.identity.uuid == identity:
                 raise sushy_error.AliasAccessError(name)
         raise sushy_error.NotFound(f"system {identity} not found on this emulated BMC")
@@ -169,12 +175,28 @@ class _PortSystems:
         return self.app(environ, start_response)
 
 
+class _MemoryIndicators(sushy_indicators.StaticDriver):
+    """sushy-tools' indicator LEDs, kept in a dict.
+
+    Its own driver keeps them in an SQLite-backed dict opened on every access (with
+    retries), about a third of the application's time per ComputerSystem GET.
+    """
+
+    def __init__(self, config: Any, logger: Any) -> None:
+        self._config, self._logger = config, logger
+        self._indicators = dict(config.get("SUSHY_EMULATOR_INDICATOR_LEDS", {}))
+
+
 class _LabApplication(sushy_main.Application):
     """sushy-tools' application with our systems driver instead of libvirt/Nova/Ironic."""
 
     @property
     def systems(self) -> MachineSystemsDriver:
         return self.config["PROVISIONER_SYSTEMS_DRIVER"]  # type: ignore[no-any-return]
+
+    @property
+    def indicators(self) -> _MemoryIndicators:
+        return self.config["PROVISIONER_INDICATORS"]  # type: ignore[no-any-return]
 
 
 def _is_mutating(method: str) -> bool:
@@ -434,8 +456,13 @@ class RedfishEmulator:
                 "PROVISIONER_SYSTEMS_DRIVER": driver_cls(),
                 "PROVISIONER_FAULTS": faults,
                 "PROVISIONER_HANG": hang,
+                "PROVISIONER_INDICATORS": _MemoryIndicators(app.config, app.logger),
             }
         )
+        # Compile sushy-tools' templates now: otherwise the first requests, arriving
+        # together, each compile the same template (a real BMC's web server is warm).
+        for template in app.jinja_env.list_templates():
+            app.jinja_env.get_template(template)
         self.faults = faults
         self._servers: list[_EmulatorServer] = []
         self._thread: threading.Thread | None = None

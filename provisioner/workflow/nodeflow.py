@@ -72,14 +72,12 @@ async def _bmc(run: NodeRun, what: str, fn: Callable[[Any], Any]) -> Any:
     with a transient fault (a BMC busy for longer than its retries) is given a few more
     chances after a pause before the node is failed, since every other step of the node
     would be wasted with it. Authentication and configuration errors fail at once."""
-    from ..bmc import connect  # imported here: the BMC drivers pull in pyghmi/sushy
-    from ..bmc.base import BMCError
+    from ..bmc.base import BMCError  # imported here: the BMC drivers pull in pyghmi/sushy
 
     for attempt in range(1, BMC_STEP_ATTEMPTS + 1):
         async with run.bmc_slots(run.node):
             try:
-                controller = await asyncio.to_thread(connect, run.node, run.site.base_dir)
-                return await asyncio.to_thread(fn, controller)
+                return await asyncio.to_thread(_with_controller, run, fn)
             except BMCError as exc:  # carries node, endpoint and reason, never the password
                 if not exc.transient or attempt == BMC_STEP_ATTEMPTS:
                     raise NodeFailed(f"BMC {what} failed: {exc}") from None
@@ -88,6 +86,15 @@ async def _bmc(run: NodeRun, what: str, fn: Callable[[Any], Any]) -> Any:
                 raise NodeFailed(f"BMC {what} failed: {exc}") from None
         await asyncio.sleep(BMC_STEP_PAUSE * attempt)
     raise AssertionError("unreachable")
+
+
+def _with_controller(run: NodeRun, fn: Callable[[Any], Any]) -> Any:
+    """Connect, run ``fn``, and always close: a session left open holds a BMC slot (many
+    BMCs allow only a handful) and the controller's worker thread."""
+    from ..bmc import connect
+
+    with connect(run.node, run.site.base_dir) as controller:
+        return fn(controller)
 
 
 async def power_off(run: NodeRun) -> NodeRecord:

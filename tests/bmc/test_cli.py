@@ -16,7 +16,9 @@ from provisioner.lab.bmc_fleet import BmcFleet
 from .conftest import PASSWORD, make_node
 
 
-def write_inventory(tmp_path: Path, fleet: BmcFleet, secrets_dir: Path, wrong_uuid: bool = False) -> Path:
+def write_inventory(
+    tmp_path: Path, fleet: BmcFleet, secrets_dir: Path, wrong_uuid: bool = False, wrong_serial: bool = False
+) -> Path:
     shutil.copy(secrets_dir / "bmc-password", tmp_path / "bmc-password")
     nodes = []
     for name, i, rack in (("ipmi2", 2, "r1"), ("rf1", 11, "r2")):
@@ -27,6 +29,8 @@ def write_inventory(tmp_path: Path, fleet: BmcFleet, secrets_dir: Path, wrong_uu
         n["ip"] = f"10.0.0.{i + 10}"
         if wrong_uuid and name == "rf1":
             n["uuid"] = "7ab0c7b2-0c1d-4a4e-9d1a-999999999999"
+        if wrong_serial and name == "ipmi2":
+            n["serial"] = "SER-9999"
         nodes.append(n)
     inv = {
         "cluster": {"name": "t", "bundle": "distro-full"},
@@ -71,3 +75,21 @@ def test_identify_reports_a_wrong_uuid(
     assert "FAILED" in rf1_line and "UUID is 7ab0c7b2-0c1d-4a4e-9d1a-000000000011" in rf1_line
     ipmi_line = next(line for line in out.splitlines() if line.startswith("ipmi2"))
     assert " ok " in ipmi_line
+
+
+def test_identify_checks_the_serial_over_ipmi_too(
+    fleet: BmcFleet, secrets_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = write_inventory(tmp_path, fleet, secrets_dir, wrong_serial=True)
+    assert main(["-i", str(inv), "bmc", "identify"]) == 1
+    out = capsys.readouterr().out
+    ipmi_line = next(line for line in out.splitlines() if line.startswith("ipmi2"))
+    assert "FAILED" in ipmi_line and "serial is SER-0002, inventory says SER-9999" in ipmi_line
+    rf1_line = next(line for line in out.splitlines() if line.startswith("rf1"))
+    assert " ok " in rf1_line
+    capsys.readouterr()
+    inv = write_inventory(tmp_path, fleet, secrets_dir)
+    assert main(["-i", str(inv), "-o", "json", "bmc", "identify"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ipmi = next(r["value"] for r in data["results"] if r["node"] == "ipmi2")
+    assert ipmi["serial"] == "SER-0002" and ipmi["vendor"] and ipmi["model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from provisioner.bmc import BMCAuthError, BMCCommandError, BootDevice, PowerStat
 from provisioner.bmc.controller import ControllerSettings
 from provisioner.lab.bmc_fleet import BmcFleet
 
-from .conftest import PASSWORD, make_node
+from .conftest import PASSWORD, machine, make_node
 
 FAST = ControllerSettings(
     command_timeout=5,
@@ -103,6 +104,25 @@ def test_identity_reports_the_smbios_uuid(fleet: BmcFleet, secrets_dir: Path) ->
     assert node.uuid in ipmitool(fleet, "ipmi2", "mc", "guid")
 
 
+def test_identity_reports_serial_vendor_and_model_from_the_fru(fleet: BmcFleet, secrets_dir: Path) -> None:
+    node = make_node(fleet, "ipmi3", 3)
+    spec = machine(3, "ipmi3")
+    with connect(node, secrets_dir, FAST) as ctl:
+        ident = ctl.identity()
+    assert (ident.uuid, ident.serial, ident.vendor, ident.model) == (
+        node.uuid,
+        node.serial,
+        spec.vendor,
+        spec.model,
+    )
+    assert ident.serial == "SER-0003"
+    # The FRU data is in the standard format: ipmitool reads the same fields.
+    fru = ipmitool(fleet, "ipmi3", "fru", "print", "0")
+    assert "Product Serial        : SER-0003" in fru
+    assert f"Product Manufacturer  : {spec.vendor}" in fru
+    assert f"Product Name          : {spec.model}" in fru
+
+
 def test_wrong_password_fails_fast_without_retries_or_leaking(
     fleet: BmcFleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -129,3 +149,18 @@ def test_cipher_suite_default_falls_back_to_3_and_explicit_17_is_refused(
         pytest.raises(BMCCommandError, match="cipher suite 17"),
     ):
         ctl.power_state()
+
+
+def test_a_new_login_does_not_cut_off_other_sessions(fleet: BmcFleet, secrets_dir: Path) -> None:
+    # pyghmi's client multiplexes BMC sessions over one UDP port; a reconnect to one BMC
+    # from that port used to make the emulator drop every session of the port, so the
+    # other node's next command went unanswered until the command timeout.
+    settings = ControllerSettings(command_timeout=3, attempts=1)
+    with connect(make_node(fleet, "ipmi2", 2), secrets_dir, settings) as other:
+        other.power_state()
+        for _ in range(3):
+            with connect(make_node(fleet, "ipmi1", 1), secrets_dir, settings) as ctl:
+                ctl.power_state()
+            start = time.monotonic()
+            other.power_state()
+            assert time.monotonic() - start < 1.0
