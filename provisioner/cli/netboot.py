@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -299,45 +300,33 @@ def push(
     emit(result, _remote_text)
 
 
-@netboot.command("remote-status")
-@_remote_options
-@pass_app
-def remote_status(
-    app: App, rack: str | None, remote_dir: str | None, accept_new_host_key: bool, connect_timeout: float
-) -> None:
-    """Is the rack's boot-server agent running? Pulls its new events into the local log."""
+def _remote_agent(app: App, command: str, **opts: Any) -> None:
     from ..netboot import remote
 
     site = app.site
-    store = StateStore(site.state_dir)
-    result = remote.remote_status(
+    call = remote.remote_status if command == "status" else remote.remote_stop
+    result = call(
         site,
-        _one_rack(app, rack),
-        EventLog(store.events_path),
-        remote_dir=remote_dir,
-        accept_new=accept_new_host_key,
-        timeout=connect_timeout,
+        _one_rack(app, opts["rack"]),
+        EventLog(StateStore(site.state_dir).events_path),
+        remote_dir=opts["remote_dir"],
+        accept_new=opts["accept_new_host_key"],
+        timeout=opts["connect_timeout"],
     )
     emit(result, _remote_text)
+
+
+@netboot.command("remote-status")
+@_remote_options
+@pass_app
+def remote_status(app: App, **opts: Any) -> None:
+    """Is the rack's boot-server agent running? Pulls its new events into the local log."""
+    _remote_agent(app, "status", **opts)
 
 
 @netboot.command("remote-stop")
 @_remote_options
 @pass_app
-def remote_stop(
-    app: App, rack: str | None, remote_dir: str | None, accept_new_host_key: bool, connect_timeout: float
-) -> None:
+def remote_stop(app: App, **opts: Any) -> None:
     """Stop the rack's boot-server agent (and its dnsmasq); its last events are pulled first."""
-    from ..netboot import remote
-
-    site = app.site
-    store = StateStore(site.state_dir)
-    result = remote.remote_stop(
-        site,
-        _one_rack(app, rack),
-        EventLog(store.events_path),
-        remote_dir=remote_dir,
-        accept_new=accept_new_host_key,
-        timeout=connect_timeout,
-    )
-    emit(result, _remote_text)
+    _remote_agent(app, "stop", **opts)

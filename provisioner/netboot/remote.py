@@ -681,15 +681,17 @@ def _remove_stale(bs: BootServer, root: str, bundle: Bundle) -> list[str]:
     return removed
 
 
-def remote_status(
+def _agent_command(
     site: Site,
     rack: str,
     events: EventLog,
-    *,
-    remote_dir: str | None = None,
-    accept_new: bool = False,
-    timeout: float = 15.0,
+    command: str,
+    remote_dir: str | None,
+    accept_new: bool,
+    timeout: float,
 ) -> dict[str, Any]:
+    """Run the remote launcher's ``command`` (status | stop), pulling the agent's events
+    into the local log before and, for stop, after it."""
     target = boot_target(site, rack)
     with session(target, accept_new, timeout) as bs:
         root = remote_dir_for(bs, remote_dir)
@@ -701,11 +703,34 @@ def remote_status(
         if not _has_launcher(bs, root):
             return {**result, "running": False, "state": "not-pushed", "events_merged": 0}
         merged = pull_events(bs, root, site, events)
-        rc, status, err = _launcher_cmd(bs, root, "status")
+        rc, status, err = _launcher_cmd(bs, root, command)
         if rc != 0:
-            raise bs.fail("cannot query the agent", err)
+            raise bs.fail(
+                f"cannot {'query' if command == 'status' else command} the agent", status.get("error") or err
+            )
+        if command == "stop":
+            merged += pull_events(bs, root, site, events)
+            return {
+                **result,
+                "running": False,
+                "state": "stopped",
+                "pid": status.get("pid"),
+                "events_merged": merged,
+            }
     keep = ("running", "state", "pid", "http", "dnsmasq_pid", "error", "started")
     return {**result, **{k: status.get(k) for k in keep if k in status}, "events_merged": merged}
+
+
+def remote_status(
+    site: Site,
+    rack: str,
+    events: EventLog,
+    *,
+    remote_dir: str | None = None,
+    accept_new: bool = False,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    return _agent_command(site, rack, events, "status", remote_dir, accept_new, timeout)
 
 
 def remote_stop(
@@ -717,19 +742,4 @@ def remote_stop(
     accept_new: bool = False,
     timeout: float = 15.0,
 ) -> dict[str, Any]:
-    target = boot_target(site, rack)
-    with session(target, accept_new, timeout) as bs:
-        root = remote_dir_for(bs, remote_dir)
-        result: dict[str, Any] = {
-            "rack": rack,
-            "boot_server": f"{target.user}@{target.host}:{target.port}",
-            "remote_dir": root,
-        }
-        if not _has_launcher(bs, root):
-            return {**result, "running": False, "state": "not-pushed", "events_merged": 0}
-        merged = pull_events(bs, root, site, events)
-        rc, status, err = _launcher_cmd(bs, root, "stop")
-        if rc != 0:
-            raise bs.fail("cannot stop the agent", status.get("error") or err)
-        merged += pull_events(bs, root, site, events)
-    return {**result, "running": False, "state": "stopped", "pid": status.get("pid"), "events_merged": merged}
+    return _agent_command(site, rack, events, "stop", remote_dir, accept_new, timeout)
