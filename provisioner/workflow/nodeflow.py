@@ -152,10 +152,10 @@ async def wait_for_boot(run: NodeRun, rec: NodeRecord) -> NodeRecord:
         run.progress.step(
             run.name, "power-cycle", f"no boot in {run.timeouts.boot:.0f}s, power cycle {attempts}", "retry"
         )
-        await _bmc(run, "boot device pxe", lambda c: _pxe_once(c))
+        since = run.events.last_id()  # only a fetch by the boot that follows counts
+        await _bmc(run, "boot device pxe", _pxe_once)
         await _bmc(run, "power cycle", lambda c: c.power_cycle())
         rec = run.store.update(run.name, attempts=attempts)
-        since = run.events.last_id()
 
 
 def _pxe_once(controller: Any) -> None:
