@@ -61,6 +61,37 @@ class Machine(Protocol):
 
 
 @dataclass
+class BootSelection:
+    """What firmware boots next: a persistent default plus an optional one-time override
+    that the next boot uses up, as real BMCs and firmware behave. One definition shared
+    by every ``Machine`` implementation; callers hold their machine's lock."""
+
+    default: BootSetting = field(default_factory=BootSetting)
+    override: BootSetting | None = None
+
+    def current(self) -> BootSetting:
+        return self.override or self.default
+
+    def set(self, device: BootTarget, persistent: bool, uefi: bool) -> None:
+        setting = BootSetting(device=device, persistent=persistent, uefi=uefi)
+        if persistent:
+            self.default, self.override = setting, None
+        else:
+            self.override = setting
+
+    def take_for_boot(self) -> BootSetting:
+        """The setting this boot uses; a one-time override is consumed by it."""
+        setting = self.current()
+        if self.override is not None and not self.override.persistent:
+            self.override = None
+        return setting
+
+    def as_dict(self) -> dict[str, object]:
+        cur = self.current()
+        return {"device": cur.device, "persistent": cur.persistent, "uefi": cur.uefi}
+
+
+@dataclass
 class SimulatedMachine:
     """A stand-in for a physical server: power and boot state in memory, nothing runs.
 
@@ -71,8 +102,7 @@ class SimulatedMachine:
     name: str
     identity: MachineIdentity
     powered: bool = False
-    default_boot: BootSetting = field(default_factory=BootSetting)
-    override: BootSetting | None = None
+    boot: BootSelection = field(default_factory=BootSelection)
     boots: list[BootSetting] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -81,10 +111,7 @@ class SimulatedMachine:
             return self.powered
 
     def _boot(self) -> None:
-        setting = self.override or self.default_boot
-        self.boots.append(setting)
-        if self.override is not None and not self.override.persistent:
-            self.override = None
+        self.boots.append(self.boot.take_for_boot())
 
     def power_on(self) -> None:
         with self._lock:
@@ -103,25 +130,19 @@ class SimulatedMachine:
 
     def boot_device(self) -> BootSetting:
         with self._lock:
-            return self.override or self.default_boot
+            return self.boot.current()
 
     def set_boot_device(self, device: BootTarget, persistent: bool, uefi: bool) -> None:
         with self._lock:
-            setting = BootSetting(device=device, persistent=persistent, uefi=uefi)
-            if persistent:
-                self.default_boot = setting
-                self.override = None
-            else:
-                self.override = setting
+            self.boot.set(device, persistent, uefi)
 
     def snapshot(self) -> dict[str, object]:
         """Plain data for the fleet's control channel (tests read state through it)."""
         with self._lock:
-            current = self.override or self.default_boot
             return {
                 "name": self.name,
                 "powered": self.powered,
-                "boot": {"device": current.device, "persistent": current.persistent, "uefi": current.uefi},
+                "boot": self.boot.as_dict(),
                 "boots": [{"device": b.device, "uefi": b.uefi} for b in self.boots],
             }
 
@@ -147,5 +168,5 @@ class MachineSpec:
 def simulated_machine(spec: MachineSpec) -> SimulatedMachine:
     """The default machine factory: importable, so it survives a spawn-started child."""
     return SimulatedMachine(
-        name=spec.name, identity=spec.identity, powered=spec.powered, default_boot=replace(spec.boot)
+        name=spec.name, identity=spec.identity, powered=spec.powered, boot=BootSelection(replace(spec.boot))
     )

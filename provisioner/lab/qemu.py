@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .machine import BootSetting, BootTarget, MachineIdentity, MachineSpec
+from .machine import BootSelection, BootSetting, BootTarget, MachineIdentity, MachineSpec
 from .netns import exec_argv
 
 log = logging.getLogger(__name__)
@@ -210,10 +210,9 @@ class QemuMachine:
     """``Machine`` implementation backed by a QEMU process in the lab namespace."""
 
     spec: QemuSpec
-    default_boot: BootSetting = field(
-        default_factory=lambda: BootSetting(device="disk", persistent=True, uefi=False)
+    boot: BootSelection = field(
+        default_factory=lambda: BootSelection(BootSetting(device="disk", persistent=True, uefi=False))
     )
-    override: BootSetting | None = None
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
@@ -264,33 +263,26 @@ class QemuMachine:
 
     def boot_device(self) -> BootSetting:
         with self._lock:
-            return self.override or self.default_boot
+            return self.boot.current()
 
     def set_boot_device(self, device: BootTarget, persistent: bool, uefi: bool) -> None:
         with self._lock:
-            setting = BootSetting(device=device, persistent=persistent, uefi=uefi)
-            if persistent:
-                self.default_boot, self.override = setting, None
-            else:
-                self.override = setting
+            self.boot.set(device, persistent, uefi)
             self._write_status()
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
-            cur = self.override or self.default_boot
             return {
                 "name": self.name,
                 "powered": self.power_state(),
                 "pid": self._proc.pid if self.power_state() and self._proc else None,
-                "boot": {"device": cur.device, "persistent": cur.persistent, "uefi": cur.uefi},
+                "boot": self.boot.as_dict(),
                 "boots": list(self.boots),
             }
 
     # -- process handling -------------------------------------------------------------
     def _start(self) -> None:
-        setting = self.override or self.default_boot
-        if self.override is not None and not self.override.persistent:
-            self.override = None  # a one-time override is consumed by this boot
+        setting = self.boot.take_for_boot()
         for sock in (self.spec.qmp_socket, self.spec.events_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
@@ -380,4 +372,4 @@ def machine_from_spec(vms_dir: str, spec: MachineSpec) -> QemuMachine:
     """Machine factory for the BMC fleet (``functools.partial(machine_from_spec, dir)``):
     the VM's full description was written by ``lab up`` to ``<vms_dir>/<name>/vm.json``."""
     qspec = QemuSpec.load(Path(vms_dir) / spec.name / "vm.json")
-    return QemuMachine(qspec, default_boot=spec.boot)
+    return QemuMachine(qspec, BootSelection(spec.boot))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..fsutil import atomic_write
-from ..inventory.model import Site
+from ..inventory.model import Node, Site
 from ..state import Phase, StateStore
 from . import talos_ops
 from .progress import Progress
@@ -109,28 +110,30 @@ async def form(
     return state
 
 
-async def _existing_members(cps: list, talosconfig: Path) -> list[str]:
+async def _answers(cps: list[Node], talosconfig: Path) -> AsyncIterator[list[talos_ops.EtcdMember]]:
+    """etcd's member list as each answering control plane sees it, in inventory order."""
     for cp in cps:
         try:
-            members = await talos_ops.etcd_members(str(cp.ip), talosconfig)
+            yield await talos_ops.etcd_members(str(cp.ip), talosconfig)
         except talos_ops.TalosUnavailable:
             continue
+
+
+async def _existing_members(cps: list[Node], talosconfig: Path) -> list[str]:
+    """Members of an etcd that already exists anywhere: the guard against a second bootstrap."""
+    async for members in _answers(cps, talosconfig):
         if members:
             return [m.hostname for m in members]
     return []
 
 
-async def _voting_members(cps: list, talosconfig: Path) -> list[str] | None:
-    for cp in cps:
-        try:
-            members = await talos_ops.etcd_members(str(cp.ip), talosconfig)
-        except talos_ops.TalosUnavailable:
-            continue
+async def _voting_members(cps: list[Node], talosconfig: Path) -> list[str] | None:
+    async for members in _answers(cps, talosconfig):
         return sorted(m.hostname for m in members if not m.is_learner)
     return None
 
 
-async def _first_ok(cps: list, call):  # type: ignore[no-untyped-def]
+async def _first_ok(cps: list[Node], call: Callable[[str], Awaitable[bytes]]) -> bytes:
     errors = []
     for cp in cps:
         try:

@@ -13,6 +13,7 @@ from ..talosapi.errors import TalosApiError, TalosRefused, TalosUnavailable
 from ..talosapi.modes import ApplyMode
 
 __all__ = [
+    "EtcdMember",
     "TalosUnavailable",
     "apply_config",
     "bootstrap",

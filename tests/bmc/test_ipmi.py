@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from pathlib import Path
 
+import ipmi_client
 import pytest
 
 from provisioner.bmc import BMCAuthError, BMCCommandError, BootDevice, PowerState, connect
@@ -27,29 +27,7 @@ FAST = ControllerSettings(
 
 def ipmitool(fleet: BmcFleet, name: str, *args: str) -> str:
     ep = fleet.endpoints[name]
-    out = subprocess.run(
-        [
-            "ipmitool",
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            ep.address,
-            "-p",
-            str(ep.port),
-            "-U",
-            "admin",
-            "-P",
-            PASSWORD,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return out.stdout
+    return ipmi_client.ipmitool(ep.address, ep.port, "admin", PASSWORD, *args)
 
 
 def test_power_on_off_confirmed_by_ipmitool(fleet: BmcFleet, secrets_dir: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ipmi_client
 import pytest
 
 from provisioner.inventory import load_inventory
@@ -69,37 +70,17 @@ class Lab:
         return self.run(str(VENV_BIN / "provisioner"), "-i", str(INVENTORY), *args, timeout=timeout)
 
     def ipmitool(self, node: str, *args: str) -> str:
-        """The independent IPMI client; the password goes through the environment (-E), not argv."""
+        """The independent IPMI client, run inside the lab namespace."""
         bmc = self.site.node(node).bmc
         assert bmc is not None
-        env = {**os.environ, "IPMI_PASSWORD": self.password}
-        res = subprocess.run(
-            netns.exec_argv(
-                self.namespace,
-                [
-                    "ipmitool",
-                    "-I",
-                    "lanplus",
-                    "-C",
-                    "3",
-                    "-H",
-                    bmc.address,
-                    "-p",
-                    str(bmc.effective_port),
-                    "-U",
-                    bmc.username,
-                    "-E",
-                    *args,
-                ],
-            ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=env,
+        return ipmi_client.ipmitool(
+            bmc.address,
+            bmc.effective_port,
+            bmc.username,
+            self.password,
+            *args,
+            prefix=netns.exec_argv(self.namespace, []),
         )
-        if res.returncode != 0:
-            raise AssertionError(f"ipmitool {' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
-        return res.stdout
 
     def redfish_get(self, node: str, path: str = "") -> dict[str, Any]:
         """A raw HTTPS GET to the node's Redfish system, verified against the lab's CA."""

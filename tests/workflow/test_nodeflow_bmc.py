@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from ipmi_client import ipmitool
 
 from provisioner.events import CONFIG_FETCH, EventLog
 from provisioner.inventory import load_inventory
@@ -87,29 +87,7 @@ def _run(site: Site) -> nodeflow.NodeRun:
 
 def _ipmitool(fleet: BmcFleet, *args: str) -> str:
     ep = fleet.endpoints["silent"]
-    res = subprocess.run(
-        [
-            "ipmitool",
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            ep.address,
-            "-p",
-            str(ep.port),
-            "-U",
-            "admin",
-            "-E",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "IPMI_PASSWORD": PASSWORD},
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+    return ipmitool(ep.address, ep.port, "admin", PASSWORD, *args)
 
 
 def test_silent_node_is_power_cycled_then_failed_with_reason(tmp_path: Path, fleet: BmcFleet) -> None:
