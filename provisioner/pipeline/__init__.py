@@ -1,0 +1,1 @@
+"""The provisioning pipeline: named stages over one state layout (see ``base``)."""
