@@ -1,0 +1,1 @@
+"""The Cozystack platform stage: manifests, the install flow and its verification."""
