@@ -39,7 +39,17 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory's entries to disk.
+
+    A rename or link is only durable once the directory itself is fsynced: without it a
+    power loss can keep the new file's data but lose its name (``secrets.yaml`` gone while
+    the configs derived from it survive).
+    """
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -62,6 +72,7 @@ def write_once(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
         return False
     finally:
         os.unlink(tmp)
+    fsync_dir(path.parent)  # the new name (and the temp name's removal) survive a power loss
     return True
 
 

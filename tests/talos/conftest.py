@@ -22,12 +22,12 @@ from provisioner.talos.secrets import SecretsBundle, generate_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "inventory" / "examples" / "lab.yaml"
+# Copied into the repository (see tests/data/talos-schemas/SOURCE.md): a fresh clone tests on its own.
+SCHEMA_DIR = REPO / "tests" / "data" / "talos-schemas"
 SCHEMAS = {
-    "v1.11.6": REPO.parent / "shared" / "talos" / "config.schema.v1.11.json",
-    "v1.13.0": REPO.parent / "shared" / "talos" / "config.schema.v1.13.json",
+    "v1.11.6": SCHEMA_DIR / "config.schema.v1.11.json",
+    "v1.13.0": SCHEMA_DIR / "config.schema.v1.13.json",
 }
-if not SCHEMAS["v1.11.6"].exists():  # the checkout may live elsewhere; /work/shared is canonical
-    SCHEMAS = {v: Path("/work/shared/talos") / p.name for v, p in SCHEMAS.items()}
 
 
 @pytest.fixture(scope="session")
