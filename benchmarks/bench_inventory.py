@@ -3,7 +3,10 @@
 Generates a realistic site (racks of 40 nodes, IPMI and Redfish BMCs with secret
 references, UEFI boot, data disks, labels, a tenant tree) into a temporary directory,
 then times ``load_inventory`` end to end: file read, YAML parse, model validation and
-cross-checks. Prints the wall time and nodes per second; the target is <= 3 s.
+cross-checks. Prints the wall time and nodes per second.
+
+Comparison: an absolute budget, not a ratio: a 10,000-node site validates in <= 3 s (best of
+the runs), so `validate` stays interactive at any realistic site size. Exits 1 when missed.
 
 Usage: python benchmarks/bench_inventory.py [--nodes N] [--repeat R] [--profile]
 """
@@ -116,9 +119,8 @@ def main() -> int:
     print(f"inventory: {args.nodes} nodes, {size / 1e6:.1f} MB YAML, {len(inv.warnings)} warnings")
     print(f"load_inventory wall time: best {best:.3f} s, runs {', '.join(f'{t:.3f}' for t in times)}")
     print(f"throughput: {args.nodes / best:,.0f} nodes/s")
-    verdict = "OK" if best <= TARGET_SECONDS else "SLOWER THAN TARGET"
-    print(f"target <= {TARGET_SECONDS:.1f} s: {verdict}")
-    return 0
+    print(f"bench-inventory: {best:.3f} s for {args.nodes} nodes (target <= {TARGET_SECONDS:g} s)")
+    return 0 if best <= TARGET_SECONDS else 1
 
 
 if __name__ == "__main__":
