@@ -36,6 +36,7 @@ def check_site(site: Site) -> list[Finding]:
         *_racks(site),
         *_node_uniqueness(site),
         *_nodes(site, bundle),
+        *_platform(site, bundle),
     ]
     if site.networks is not None:
         findings += _networks(site, site.networks, bundle)
@@ -298,3 +299,87 @@ def _cidrs(nets: Networks) -> Iterator[Finding]:
         yield Finding(
             ("networks", "pod_gateway"), f"pod gateway {nets.pod_gateway} is outside pod_cidr {nets.pod_cidr}"
         )
+
+
+# -- the Cozystack platform inputs (owned by the platform stage, provisioner/cozystack/)
+def _platform(site: Site, bundle: Bundle) -> Iterator[Finding]:
+    """Impossible platform combinations, found before anything is installed."""
+    from ..cozystack.releases import V1_VARIANTS, cozystack_major, dangling_dependencies, release_names
+
+    plat = site.platform
+    version = site.cluster.cozystack_version
+    try:
+        major = cozystack_major(version)
+    except ValueError as exc:
+        yield Finding(("cluster", "cozystack_version"), str(exc))
+        return
+    if major not in (0, 1):
+        yield Finding(("cluster", "cozystack_version"), f"Cozystack {version} is unsupported (v0.x or v1.x)")
+        return
+    if major == 1 and bundle.name not in V1_VARIANTS:
+        alternatives = ", ".join(f"bundle {b} (variant {v})" for b, v in V1_VARIANTS.items())
+        yield Finding(
+            ("cluster", "cozystack_version"),
+            f"bundle {bundle.name} has no variant in Cozystack {version}: use {alternatives} with {version}, "
+            f"or keep {bundle.name} with cozystack_version v0.41.11",
+        )
+    if plat.expose_external_ips and site.networks is not None and site.networks.metallb is not None:
+        yield Finding(
+            ("platform", "expose_external_ips"),
+            "choose one way to publish the ingress: networks.metallb.range or platform.expose_external_ips",
+        )
+    if major == 1:
+        for i, name in enumerate([*plat.bundle_enable, *plat.bundle_disable]):
+            key = "bundle_enable" if i < len(plat.bundle_enable) else "bundle_disable"
+            idx = i if key == "bundle_enable" else i - len(plat.bundle_enable)
+            if not name.startswith("cozystack."):
+                yield Finding(
+                    ("platform", key, idx),
+                    f"Cozystack v1.x enables and disables packages: {name!r} must be a package name "
+                    f"like cozystack.{name}",
+                )
+        return
+    known = release_names(bundle.name)
+    optional = set(_optional(bundle.name))
+    what = f"a release of bundle {bundle.name}"
+    for i, name in enumerate(plat.bundle_enable):
+        if name not in known:
+            yield _unknown(("platform", "bundle_enable", i), name, known, what, sorted(optional))
+        elif name not in optional:
+            yield Finding(
+                ("platform", "bundle_enable", i),
+                f"{name!r} is installed by bundle {bundle.name} anyway; only optional releases can be "
+                f"enabled ({', '.join(sorted(optional)) or 'none'})",
+            )
+    for i, name in enumerate(plat.bundle_disable):
+        if name not in known:
+            yield _unknown(("platform", "bundle_disable", i), name, known, what, [])
+    for name in plat.values:
+        if name not in known:
+            yield _unknown(("platform", "values", name), name, known, what, [])
+    enable = [n for n in plat.bundle_enable if n in known]
+    disable = [n for n in plat.bundle_disable if n in known]
+    for rel, missing in dangling_dependencies(bundle.name, enable, disable, plat.oidc_enabled).items():
+        names = ", ".join(m.split("/", 1)[1] for m in missing)
+        yield Finding(
+            ("platform", "bundle_enable"),
+            f"release {rel} depends on {names}, which this configuration does not install: "
+            f"add {names} to bundle_enable, or remove {rel.split('/', 1)[1]}",
+        )
+
+
+def _unknown(path: FieldPath, name: str, known: set[str], what: str, choices: list[str]) -> Finding:
+    from difflib import get_close_matches
+
+    hint = get_close_matches(name, sorted(known), n=1)
+    if hint:
+        more = f"; did you mean {hint[0]!r}?"
+    else:
+        more = f" (choose from {', '.join(choices)})" if choices else ""
+    return Finding(path, f"{name!r} is not {what}{more}")
+
+
+def _optional(bundle: str) -> list[str]:
+    from ..cozystack.releases import optional_names
+
+    return optional_names(bundle)

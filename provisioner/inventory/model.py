@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import re
 import socket
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import netaddr
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
 
 from ..bundles import BUNDLES
 from .problems import kind_of
@@ -192,12 +201,38 @@ class DHCPMode(StrEnum):
     PROXY = "proxy"  # the site runs DHCP; dnsmasq only adds boot options
 
 
+def _kernel_arg(value: str) -> str:
+    """One kernel argument, e.g. ``console=ttyS0``: no whitespace or control characters.
+
+    The arguments are written into the iPXE script line by line; a newline would start a
+    new iPXE command (``chain http://elsewhere``), a space would split one argument into
+    two. Both are refused here, at the door, with the argument's position.
+    """
+    if not value:
+        raise ValueError("empty kernel argument")
+    bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(
+            f"kernel argument {value!r} contains {_char_name(bad)}; one argument per list item, "
+            "no whitespace or control characters"
+        )
+    return value
+
+
+def _char_name(c: str) -> str:
+    names = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
+    return names.get(c, f"the character U+{ord(c):04X}")
+
+
+KernelArg = Annotated[str, AfterValidator(_kernel_arg)]
+
+
 class Talos(Model):
     version: str = DEFAULT_TALOS_VERSION
     installer_image: str | None = None  # default: Cozystack's Talos build for the version
     schematic: dict[str, Any] = Field(default_factory=lambda: {"customization": {}})
     config_delivery: ConfigDelivery = ConfigDelivery.URL
-    extra_kernel_args: list[str] = Field(default_factory=list)
+    extra_kernel_args: list[KernelArg] = Field(default_factory=list)
     config_patches: list[str] = Field(default_factory=list)  # files relative to the inventory
 
     @field_validator("version")
@@ -221,14 +256,34 @@ class Talos(Model):
         return self.installer_image or f"ghcr.io/cozystack/cozystack/talos:{self.version}"
 
 
+# The longest any single wait may be. A week is far beyond every real step (the slowest,
+# the platform install, takes about an hour), yet still a number the event loop and the
+# deadline arithmetic handle: ``1e400`` (infinity), ``nan`` or a typo with extra digits
+# must be an input error, never "wait forever".
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+
+
+def _bounded_seconds(value: float) -> float:
+    if value > MAX_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"{value:g} seconds is more than the 7-day limit ({MAX_TIMEOUT_SECONDS:g} s) for one wait"
+        )
+    return value
+
+
+# Seconds: positive, finite (inf/nan refused) and at most MAX_TIMEOUT_SECONDS.
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_bounded_seconds)]
+
+
 class Timeouts(Model):
     """Seconds each wait may take before the node is power-cycled or marked failed."""
 
-    bmc_command: float = Field(default=20.0, gt=0)
-    boot: float = Field(default=900.0, gt=0)  # power on -> config fetched / maintenance API up
-    install: float = Field(default=1800.0, gt=0)  # config applied -> installed OS answers
-    etcd: float = Field(default=900.0, gt=0)
+    bmc_command: Seconds = 20.0
+    boot: Seconds = 900.0  # power on -> config fetched / maintenance API up
+    install: Seconds = 1800.0  # config applied -> installed OS answers
+    etcd: Seconds = 900.0
     boot_retries: int = Field(default=2, ge=0, le=10)
+    platform: Seconds = 3600.0  # the whole Cozystack platform install (HelmReleases)
 
 
 class Cluster(Model):
@@ -240,7 +295,7 @@ class Cluster(Model):
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     cozystack_version: str = DEFAULT_COZYSTACK_VERSION
     cluster_domain: str = "cozy.local"
-    state_dir: str | None = None  # default state/<cluster name>
+    state_dir: str | None = None  # default state/<cluster name>; relative to the inventory's directory
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @field_validator("name")
@@ -491,6 +546,57 @@ class Tenants(Model):
     )
 
 
+# -- the Cozystack platform (provisioner/cozystack/): inputs beyond the bundle name
+class PoolType(StrEnum):
+    ZFS = "zfs"
+    LVM_THIN = "lvm-thin"
+
+
+_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,46}[A-Za-z0-9]$")  # piraeus' webhook rule
+
+
+class PlatformStorage(Model):
+    """The LINSTOR storage pool declared on every node's data disks (Cozystack creates none)."""
+
+    pool_type: PoolType = PoolType.ZFS
+    pool_name: str = "data"  # the name Cozystack's StorageClasses reference
+
+    @field_validator("pool_name")
+    @classmethod
+    def _pool_name(cls, v: str) -> str:
+        if not _POOL_NAME.match(v):
+            raise ValueError(f"{v!r}: 3-48 letters, digits, '_' or '-', starting and ending alphanumeric")
+        return v
+
+
+EXPOSABLE_SERVICES = ("api", "dashboard", "cdi-uploadproxy", "vm-exportproxy", "keycloak")
+
+
+class Platform(Model):
+    """What the operator would otherwise type into Cozystack's ConfigMap (v0.x) or Package (v1.x)."""
+
+    expose_services: list[str] = Field(default_factory=lambda: ["api", "dashboard"])
+    expose_ingress: str = "tenant-root"
+    # Instead of a MetalLB range: the ingress is published on these node addresses.
+    expose_external_ips: list[IP] = Field(default_factory=list)
+    bundle_enable: list[str] = Field(default_factory=list)  # optional releases (v1.x: package names)
+    bundle_disable: list[str] = Field(default_factory=list)
+    values: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-component Helm values
+    oidc_enabled: bool = False
+    telemetry_enabled: bool = True
+    storage: PlatformStorage = Field(default_factory=PlatformStorage)
+
+    @field_validator("expose_services")
+    @classmethod
+    def _expose(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in EXPOSABLE_SERVICES:
+                raise ValueError(f"{name!r} cannot be exposed; choose from {', '.join(EXPOSABLE_SERVICES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a service is listed twice")
+        return v
+
+
 class Site(Model):
     """One site: the whole inventory, merged from one file or a directory."""
 
@@ -500,6 +606,7 @@ class Site(Model):
     nodes: list[Node] = Field(default_factory=list)
     hosted: Hosted | None = None
     tenants: Tenants | None = None
+    platform: Platform = Field(default_factory=Platform)
 
     # Set by the loader, not by the operator.
     source: Path = Field(default=Path("."), exclude=True)
@@ -511,9 +618,14 @@ class Site(Model):
 
     @property
     def state_dir(self) -> Path:
-        """Absolute, so daemons that change directory (dnsmasq) find it too; a relative
-        ``cluster.state_dir`` is taken from where the tool runs, like the default."""
-        return Path(self.cluster.state_dir or f"state/{self.cluster.name}").absolute()
+        """Absolute, so daemons that change directory (dnsmasq) find it too.
+
+        A relative ``cluster.state_dir`` (and the default ``state/<cluster>``) is anchored to
+        the inventory's directory, like every other path in it, never to where the tool
+        runs: a run from another directory must find the same secrets and node records,
+        not start a second site with a new CA that reinstalls the installed nodes."""
+        raw = Path(self.cluster.state_dir or f"state/{self.cluster.name}").expanduser()
+        return (raw if raw.is_absolute() else self.base_dir / raw).absolute()
 
     @property
     def controlplanes(self) -> list[Node]:
