@@ -82,6 +82,8 @@ def build_plan(site: Site, nodes: list[Node]) -> dict[str, Any]:
         "management_subnet": str(nets.management.subnet) if nets else None,
         "vip": str(nets.management.vip) if nets and nets.management.vip is not None else None,
         "netboot_server": str(nets.netboot.server) if nets and nets.netboot else None,
+        # Where secrets, configs and node records live (beside the inventory, not the cwd).
+        "state_dir": str(site.state_dir),
         "stages": bundle.stages(),
         "racks": [{"name": name, "nodes": rack_nodes} for name, rack_nodes in racks.items() if rack_nodes],
     }

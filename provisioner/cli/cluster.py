@@ -21,8 +21,14 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.option("--bmc-concurrency", default=32, show_default=True, help="BMC commands in flight at once.")
-@click.option("--per-rack", default=8, show_default=True, help="BMC commands in flight per rack.")
+@click.option(
+    "--bmc-concurrency", type=click.IntRange(1, 1024), default=32, show_default=True,
+    help="BMC commands in flight at once (>= 1; 0 would wait forever).",
+)
+@click.option(
+    "--per-rack", type=click.IntRange(1, 1024), default=8, show_default=True,
+    help="BMC commands in flight per rack (>= 1).",
+)
 @click.option(
     "--progress",
     "progress_mode",
@@ -37,6 +43,8 @@ def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int
 
     site = app.site
     nodes = app.selected()
+    # Said first, on stderr: a run from an unexpected directory shows which state it uses.
+    click.echo(f"state directory: {site.state_dir}", err=True)
     if app.output == "json" and progress_mode == "auto":
         progress_mode = "json"
     result = run_up(

@@ -39,6 +39,7 @@ def validate(app: App) -> None:
     data = {
         "valid": True,
         "inventory": str(app.inventory_path),
+        "state_dir": str(site.state_dir),
         "cluster": site.cluster.name,
         "bundle": site.cluster.bundle.value,
         "nodes": len(site.nodes),
@@ -71,6 +72,7 @@ def _plan_text(d: dict[str, Any]) -> str:
         f"API endpoint: {d['api_endpoint'] or '-'}   root host: {d['root_host'] or '-'}   "
         f"config delivery: {d['config_delivery']}",
         f"site stages: {' -> '.join(d['stages'])}",
+        f"state directory: {d['state_dir']}",
     ]
     for rack in d["racks"]:
         lines.append(f"rack {rack['name']} ({len(rack['nodes'])} nodes):")

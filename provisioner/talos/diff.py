@@ -1,44 +1,26 @@
 """What a regeneration would change in the configs on disk, without writing anything.
 
-Configs hold keys and tokens, so both sides are redacted before diffing: a secret value
-becomes ``<redacted sha256:…>`` of the value (a change still shows, the value does not),
-and base64 PEM blocks (certificates too: long and unreadable) become their digest.
+Configs hold keys and tokens, and patches add more (registry passwords, auth blocks), so
+both sides are redacted before diffing (``redact.py``): a secret value becomes
+``<redacted sha256:…>`` of the value (a change still shows, the value does not).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..inventory.model import Node, Site
 from .configs import configs_dir, render_all
+from .redact import redact_text
 from .secrets import load_secrets, secrets_path
-
-_SECRET_KEYS = re.compile(
-    r"^(?P<lead>\s*(?:-\s+)?(?:key|token|secret|id|secretboxEncryptionSecret|aescbcEncryptionSecret)\s*:\s*)"
-    r"(?P<value>\S.*)$"
-)
-_B64_PEM = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/=]+")
-
-
-def _digest(value: str) -> str:
-    return f"<redacted sha256:{hashlib.sha256(value.encode()).hexdigest()[:12]}>"
 
 
 def redact(text: str) -> list[str]:
-    out = []
-    for line in text.splitlines(keepends=True):
-        m = _SECRET_KEYS.match(line.rstrip("\n"))
-        if m:
-            line = m["lead"] + _digest(m["value"]) + "\n"
-        else:
-            line = _B64_PEM.sub(lambda mm: _digest(mm.group(0)), line)
-        out.append(line)
-    return out
+    """Lines of ``text`` with every secret-looking value replaced by its digest (``redact.py``)."""
+    return redact_text(text).splitlines(keepends=True)
 
 
 @dataclass(frozen=True)

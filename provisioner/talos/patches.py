@@ -75,6 +75,10 @@ def load_patch(path: Path, where: str) -> Patch:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a binary or Latin-1 file: the operator's to fix (exit 2)
+        raise InputError(
+            f"{where}: {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return parse_patch(text, f"{where} ({path})")
 
 
