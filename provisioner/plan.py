@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .inventory.model import BMCProtocol, ConfigDelivery, Node, Role, Site
+from .inventory.model import ConfigDelivery, Node, Role, Site
 
 
 def node_stages(site: Site, node: Node) -> list[str]:
@@ -46,12 +46,13 @@ def node_plan(site: Site, node: Node) -> dict[str, Any]:
         "bmc": None
         if bmc is None
         else {
-            "protocol": bmc.protocol.value,
+            "protocol": str(bmc.protocol),
             "endpoint": bmc.endpoint,
             "username": bmc.username,
             "password": str(bmc.password),  # the reference (env:/file:), never the secret
-            "verify_tls": bmc.verify_tls if bmc.protocol is BMCProtocol.REDFISH else None,
-            "cipher_suite": bmc.cipher_suite,
+            # options owned by one protocol's settings model; None for the others
+            "verify_tls": getattr(bmc, "verify_tls", None),
+            "cipher_suite": getattr(bmc, "cipher_suite", None),
         },
         "install_disk": node.install_disk,
         "data_disks": list(node.data_disks),

@@ -2,7 +2,9 @@
 
 ``connect(node, base_dir)`` gives a ``BMCController`` for a node; ``run_on_nodes``
 runs a task on many nodes within concurrency limits. See base.py for the interface,
-controller.py for timeouts/retries/verification, fanout.py for the parallelism.
+registry.py for how a protocol plugs in (its settings model, lazy driver factory, lab
+emulator), controller.py for timeouts/retries/verification, limits.py + fanout.py for
+the parallelism. The built-in protocols register themselves when this package is imported.
 """
 
 from .base import (
@@ -21,6 +23,10 @@ from .base import (
 )
 from .controller import BMCController, ControllerSettings, connect
 from .fanout import NodeResult, run_on_nodes
+from .ipmi_protocol import IpmiSettings
+from .limits import RackLimiter
+from .redfish_protocol import RedfishSettings
+from .settings import BMCProtocol, BMCSettings
 
 __all__ = [
     "BMCAuthError",
@@ -28,6 +34,8 @@ __all__ = [
     "BMCConfigError",
     "BMCController",
     "BMCError",
+    "BMCProtocol",
+    "BMCSettings",
     "BMCTimeout",
     "BMCUnavailable",
     "BMCVerifyError",
@@ -35,9 +43,12 @@ __all__ = [
     "BootOverride",
     "ControllerSettings",
     "Identity",
+    "IpmiSettings",
     "NodeResult",
     "PowerAction",
     "PowerState",
+    "RackLimiter",
+    "RedfishSettings",
     "connect",
     "run_on_nodes",
 ]

@@ -15,6 +15,10 @@ from typing import Protocol
 
 from ..errors import OperationError
 
+# IPMI cipher suites with authentication and integrity: 17 (HMAC-SHA256, AES-CBC-128) and
+# 3 (HMAC-SHA1, AES-CBC-128). Suite 0 has none: anyone on the BMC network could act as the tool.
+IPMI_CIPHER_SUITES = (3, 17)
+
 
 class PowerState(StrEnum):
     ON = "on"

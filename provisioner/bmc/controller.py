@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import tenacity
 
-from ..inventory.model import BMCProtocol, BootMode, Node
+from . import registry
 from .base import (
     BMCConfigError,
     BMCError,
@@ -40,6 +40,10 @@ from .base import (
     PowerAction,
     PowerState,
 )
+from .registry import DriverRequest
+
+if TYPE_CHECKING:  # the inventory stands above the BMC layer: types only, no runtime import
+    from ..inventory.model import Node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -346,51 +350,24 @@ class BMCController:
         self.close()
 
 
-_insecure_warned: set[str] = set()
-
-
 def connect(node: Node, base_dir: Path, settings: ControllerSettings | None = None) -> BMCController:
     """The controller for ``node``'s BMC as the inventory describes it.
 
-    Nothing is sent yet; the first operation logs in. The password is read from its
-    ``env:``/``file:`` reference now, so a missing secret fails before any traffic.
+    The protocol's registered factory builds the driver (``registry``), so this function
+    never names a protocol. Nothing is sent yet; the first operation logs in. The password is
+    read from its ``env:``/``file:`` reference now, so a missing secret fails before any traffic.
     """
     settings = settings or ControllerSettings()
     bmc = node.bmc
     if bmc is None:
         raise BMCConfigError(node.name, "-", "connect", "the node has no bmc in the inventory")
-    password = bmc.password.resolve(base_dir)
-    uefi = node.boot.mode is BootMode.UEFI
-    driver: Driver
-    if bmc.protocol is BMCProtocol.IPMI:
-        from .ipmi import IpmiDriver
-
-        driver = IpmiDriver(
-            node.name, bmc.address, bmc.effective_port, bmc.username, password, cipher_suite=bmc.cipher_suite
-        )
-    else:
-        from .redfish import RedfishDriver, base_url, tls_verify
-
-        url = base_url(bmc.scheme, bmc.address, bmc.effective_port)
-        verify = tls_verify(bmc.verify_tls, bmc.ca_file, base_dir)
-        if bmc.scheme == "https" and verify is False and url not in _insecure_warned:
-            _insecure_warned.add(url)
-            log.warning(
-                "node %s: TLS verification of BMC %s is disabled (inventory bmc.verify_tls: false); "
-                "its identity is not checked",
-                node.name,
-                url,
-            )
-        if isinstance(verify, str) and not Path(verify).is_file():
-            raise BMCConfigError(node.name, url, "connect", f"bmc.ca_file {verify} does not exist")
-        driver = RedfishDriver(
-            node.name,
-            url,
-            bmc.username,
-            password,
-            verify=verify,
-            system_id=bmc.system_id,
-            expected_uuid=node.uuid,
-            timeout=settings.command_timeout,
-        )
-    return BMCController(node.name, driver, settings, default_uefi=uefi)
+    request = DriverRequest(
+        node=node.name,
+        settings=bmc,
+        password=bmc.password.resolve(base_dir),
+        base_dir=base_dir,
+        timeout=settings.command_timeout,
+        expected_uuid=node.uuid,
+    )
+    driver = registry.lookup(bmc.protocol).factory(request)
+    return BMCController(node.name, driver, settings, default_uefi=node.boot.mode == "uefi")

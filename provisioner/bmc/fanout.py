@@ -8,18 +8,19 @@ by a task escapes ``run_on_nodes``.
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..inventory.model import Node
 from .base import BMCError
+from .limits import RackLimiter
+
+if TYPE_CHECKING:  # the inventory stands above the BMC layer: types only
+    from ..inventory.model import Node
 
 log = logging.getLogger(__name__)
 
@@ -47,74 +48,58 @@ class NodeResult:
         }
 
 
+def _task(fn: Callable[[Node], Any], node: Node) -> NodeResult:
+    start = time.monotonic()
+    try:
+        value = fn(node)
+        return NodeResult(node.name, node.rack, True, value, seconds=time.monotonic() - start)
+    except BMCError as exc:
+        return NodeResult(
+            node.name,
+            node.rack,
+            False,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            seconds=time.monotonic() - start,
+        )
+    except Exception as exc:  # a task's bug or a bad secret: that node fails, the rest go on
+        log.debug("node %s: task failed", node.name, exc_info=True)
+        return NodeResult(
+            node.name,
+            node.rack,
+            False,
+            error=f"node {node.name}: {exc}",
+            error_type=type(exc).__name__,
+            seconds=time.monotonic() - start,
+        )
+
+
 def run_on_nodes(
     nodes: Iterable[Node],
     fn: Callable[[Node], Any],
     concurrency: int = 32,
     per_rack: int = 8,
 ) -> dict[str, NodeResult]:
-    """Call ``fn(node)`` for every node; results keyed by node name, in input order."""
+    """Call ``fn(node)`` for every node; results keyed by node name, in input order.
+
+    The calls run in threads (the BMC libraries block) under the same ``RackLimiter`` that
+    ``up`` uses, so both obey one definition of the limits."""
     if concurrency < 1 or per_rack < 1:
         raise ValueError("concurrency and per_rack must be at least 1")
     nodes = list(nodes)
-    queues: dict[str, deque[Node]] = {}
-    for n in nodes:
-        queues.setdefault(n.rack, deque()).append(n)
-    results: dict[str, NodeResult] = {}
-    running: dict[str, int] = dict.fromkeys(queues, 0)
-    cond = threading.Condition()
-    in_flight = 0
 
-    def task(node: Node) -> NodeResult:
-        start = time.monotonic()
-        try:
-            value = fn(node)
-            return NodeResult(node.name, node.rack, True, value, seconds=time.monotonic() - start)
-        except BMCError as exc:
-            return NodeResult(
-                node.name,
-                node.rack,
-                False,
-                error=str(exc),
-                error_type=type(exc).__name__,
-                seconds=time.monotonic() - start,
-            )
-        except Exception as exc:  # a task's bug or a bad secret: that node fails, the rest go on
-            log.debug("node %s: task failed", node.name, exc_info=True)
-            return NodeResult(
-                node.name,
-                node.rack,
-                False,
-                error=f"node {node.name}: {exc}",
-                error_type=type(exc).__name__,
-                seconds=time.monotonic() - start,
-            )
-
-    def finished(node: Node, fut: Future[NodeResult]) -> None:
-        nonlocal in_flight
-        with cond:
-            results[node.name] = fut.result()
-            running[node.rack] -= 1
-            in_flight -= 1
-            cond.notify()
-
-    with (
-        ThreadPoolExecutor(
+    async def fan_out() -> list[NodeResult]:
+        limiter = RackLimiter(concurrency, per_rack)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(
             max_workers=min(concurrency, max(len(nodes), 1)), thread_name_prefix="bmc-fanout"
-        ) as pool,
-        cond,
-    ):
-        while any(queues.values()):
-            # Round-robin over racks so one big rack does not starve the others.
-            started = False
-            for rack, queue in queues.items():
-                if queue and running[rack] < per_rack and in_flight < concurrency:
-                    node = queue.popleft()
-                    running[rack] += 1
-                    in_flight += 1
-                    started = True
-                    fut = pool.submit(task, node)
-                    fut.add_done_callback(functools.partial(finished, node))
-            if not started:
-                cond.wait()
-    return {n.name: results[n.name] for n in nodes}
+        ) as pool:
+
+            async def one(node: Node) -> NodeResult:
+                async with limiter.slot(node.rack):
+                    return await loop.run_in_executor(pool, _task, fn, node)
+
+            return await asyncio.gather(*(one(n) for n in nodes))
+
+    results = asyncio.run(fan_out())
+    return {r.node: r for r in results}

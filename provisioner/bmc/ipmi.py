@@ -30,6 +30,7 @@ from pyghmi.ipmi.private import session as pyghmi_session
 from pyghmi.ipmi.private import util as pyghmi_util
 
 from .base import (
+    IPMI_CIPHER_SUITES,
     BMCAuthError,
     BMCCommandError,
     BMCError,
@@ -109,7 +110,7 @@ pyghmi_session._io_wait = _io_wait
 
 AUTH_HMAC_SHA1 = 1
 AUTH_HMAC_SHA256 = 3
-SUPPORTED_SUITES = (3, 17)
+SUPPORTED_SUITES = IPMI_CIPHER_SUITES
 
 # IPMI 2.0 table 28-14 (boot flags, parameter 5)
 BOOT_FLAG_VALID = 0x80
@@ -145,6 +146,7 @@ class _SuiteSession(pyghmi_session.Session):
     """pyghmi session that honours a cipher suite choice (class attribute ``suite``)."""
 
     suite: int | None = None
+    downgraded_from_17: int | None = None  # the algorithm the BMC chose instead of suite 17's
     _pktlock: threading.RLock
     _expecting: tuple[int, int] | None = None  # (netfn, command) of the answer awaited
 
@@ -219,11 +221,8 @@ class _SuiteSession(pyghmi_session.Session):
             chosen = data[16]
             if chosen != proposed:
                 if self.suite is None and proposed == AUTH_HMAC_SHA256:
-                    log.debug(
-                        "BMC %s answered suite 17 with algorithm %d: falling back to suite 3",
-                        self.bmc,
-                        chosen,
-                    )
+                    # The driver logs this as a warning naming the node once the login is done.
+                    self.downgraded_from_17 = chosen
                     self.attemptedhash = 1
                     self._open_rmcpplus_request()
                     return None
@@ -290,6 +289,7 @@ class IpmiDriver:
         self._password = password
         self.cipher_suite = cipher_suite
         self._session: _SuiteSession | None = None
+        self._downgrade_logged = False
 
     # -- session ------------------------------------------------------------------
     def _error(self, action: str, reason: str) -> BMCError:
@@ -326,6 +326,16 @@ class IpmiDriver:
             raise BMCUnavailable(
                 self.node, self.endpoint, action, f"cannot reach the BMC: {exc.strerror}"
             ) from None
+        chosen = self._session.downgraded_from_17
+        if chosen is not None and not self._downgrade_logged:
+            self._downgrade_logged = True
+            log.warning(
+                "node %s: BMC %s refused cipher suite 17 (it chose authentication algorithm %d): "
+                "fell back to suite 3 (HMAC-SHA1); set bmc.cipher_suite: 3 to make this explicit",
+                self.node,
+                self.endpoint,
+                chosen,
+            )
         return self._session
 
     def _raw(self, action: str, netfn: int, command: int, data: tuple[int, ...] = ()) -> bytes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -275,13 +274,3 @@ class RedfishDriver:
 def base_url(scheme: str, address: str, port: int) -> str:
     host = f"[{address}]" if ":" in address else address
     return f"{scheme}://{host}:{port}"
-
-
-def tls_verify(verify_tls: bool, ca_file: str | None, base_dir: Path) -> bool | str:
-    """What to hand to requests: a CA path, True (system CAs) or False (insecure)."""
-    if not verify_tls:
-        return False
-    if ca_file:
-        path = Path(ca_file)
-        return str(path if path.is_absolute() else base_dir / path)
-    return True

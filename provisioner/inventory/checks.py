@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import netaddr
 
 from ..bundles import BUNDLES, Bundle
-from .model import BMCProtocol, Networks, Node, Role, Site
+from .model import Networks, Node, Role, Site
 
 FieldPath = tuple[Any, ...]
 Span: TypeAlias = netaddr.IPRange | netaddr.IPNetwork
@@ -146,8 +146,6 @@ def _nodes(site: Site, bundle: Bundle) -> Iterator[Finding]:
                 ("nodes", i, "bmc"),
                 f"node {node.name} has no BMC: bundle {bundle.name} powers nodes on through it",
             )
-        if node.bmc is not None and node.bmc.protocol is BMCProtocol.IPMI and node.bmc.ca_file:
-            yield Finding(("nodes", i, "bmc", "ca_file"), "ca_file applies to Redfish only; IPMI has no TLS")
         if node.install_disk in node.data_disks:
             yield Finding(
                 ("nodes", i, "data_disks"),

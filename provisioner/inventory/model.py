@@ -12,7 +12,7 @@ import socket
 import unicodedata
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import netaddr
 from pydantic import (
@@ -22,10 +22,16 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializeAsAny,
+    WrapValidator,
     field_validator,
 )
 
+from ..bmc import registry as bmc_registry
+from ..bmc.settings import BMCProtocol as BMCProtocol  # re-exported: older imports name it here
+from ..bmc.settings import BMCSettings
 from ..bundles import BUNDLES
+from ..secretref import SecretRef as SecretRef  # re-exported: older imports name it here
 from .problems import kind_of
 
 DEFAULT_TALOS_VERSION = "v1.11.6"
@@ -121,52 +127,7 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
-class SecretRef(str):
-    """A reference to a secret (``env:VAR`` or ``file:PATH``), never the secret itself.
-
-    The inventory is committed to git; passwords are not. ``resolve`` reads the value
-    only at the moment a driver needs it, and errors name the reference, not the value.
-    """
-
-    __slots__ = ()
-
-    @property
-    def scheme(self) -> str:
-        return self.split(":", 1)[0]
-
-    @property
-    def target(self) -> str:
-        return self.split(":", 1)[1]
-
-    def resolve(self, base_dir: Path | None = None) -> str:
-        import os
-
-        from ..errors import InputError
-
-        if self.scheme == "env":
-            value = os.environ.get(self.target)
-            if value is None:
-                raise InputError(f"secret reference {self}: environment variable {self.target} is not set")
-            return value
-        path = Path(self.target)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise InputError(f"secret reference {self}: cannot read {path}: {exc.strerror}") from None
-
-
-def _secret_ref(value: Any) -> SecretRef:
-    if not isinstance(value, str) or not re.match(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$", value):
-        raise ValueError(
-            "must be a reference, env:VARIABLE or file:PATH; put the password itself in the "
-            "environment or a secrets file, never in the inventory"
-        )
-    return SecretRef(value)
-
-
-SecretReference = Annotated[SecretRef, BeforeValidator(_secret_ref), PlainSerializer(str, return_type=str)]
+# SecretRef / SecretReference live in ``provisioner.secretref`` (the BMC settings use them too).
 
 
 class BundleName(StrEnum):
@@ -189,11 +150,6 @@ class Role(StrEnum):
 class BootMode(StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
-
-
-class BMCProtocol(StrEnum):
-    IPMI = "ipmi"
-    REDFISH = "redfish"
 
 
 class DHCPMode(StrEnum):
@@ -391,41 +347,10 @@ class Rack(Model):
         return v
 
 
-class BMC(Model):
-    protocol: BMCProtocol
-    address: str  # IP or DNS name
-    port: int | None = Field(default=None, ge=1, le=65535)  # default 623 (IPMI) / 443 (Redfish)
-    username: str
-    password: SecretReference
-    # Redfish
-    verify_tls: bool = True
-    ca_file: str | None = None
-    scheme: Literal["https", "http"] = "https"
-    system_id: str | None = None  # which ComputerSystem, when the BMC has several
-    # IPMI
-    cipher_suite: int | None = Field(default=None, ge=0, le=17)  # default: try 17, fall back to 3
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        try:
-            return str(_ip(v))
-        except ValueError:
-            if _HOSTNAME.match(v.lower()):
-                return v.lower()
-            raise ValueError(f"{v!r} is neither an IP address nor a host name") from None
-
-    @property
-    def effective_port(self) -> int:
-        if self.port is not None:
-            return self.port
-        if self.protocol is BMCProtocol.IPMI:
-            return 623
-        return 443 if self.scheme == "https" else 80
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.protocol.value}://{self.address}:{self.effective_port}"
+# ``nodes[].bmc``: one member of a union discriminated by ``protocol``, each member the settings
+# model its protocol registered (``provisioner.bmc.registry``): IPMI owns ``cipher_suite``,
+# Redfish ``verify_tls``, ``ca_file``, ``scheme``, ``system_id``, ``allow_insecure_http``.
+BMC = Annotated[SerializeAsAny[BMCSettings], WrapValidator(bmc_registry.validate_settings)]
 
 
 class Boot(Model):

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..bmc import registry as bmc_registry
 from ..errors import InputError, OperationError
 from ..fsutil import atomic_write, private_dir, write_once
-from ..inventory.model import BMCProtocol, Node, Site
+from ..inventory.model import Node, Site
 from . import netns
 from .qemu import Disk, QemuSpec
 
@@ -150,11 +151,15 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
             raise InputError(
                 f"{where}.bmc.address: {n.bmc.address}; lab BMCs listen on the gateway {gateway}"
             )
+        # The emulator standing in for the protocol comes from the BMC registry, like the driver.
+        emulator = bmc_registry.lookup(n.bmc.protocol).lab_emulator
+        if emulator is None:
+            raise InputError(f"{where}.bmc.protocol: the lab has no emulator for {n.bmc.protocol}")
         port = n.bmc.effective_port
-        if port in ports and not (n.bmc.protocol is BMCProtocol.REDFISH and ports[port] == "redfish"):
+        if port in ports and not (emulator == "redfish" and ports[port] == "redfish"):
             raise InputError(f"{where}.bmc.port: {port} is already used by another lab BMC")
-        ports[port] = n.bmc.protocol.value
-        if n.bmc.protocol is BMCProtocol.REDFISH and n.bmc.system_id not in (None, n.name):
+        ports[port] = emulator
+        if emulator == "redfish" and getattr(n.bmc, "system_id", None) not in (None, n.name):
             raise InputError(
                 f"{where}.bmc.system_id: the lab names each Redfish system after its node ({n.name})"
             )
@@ -170,7 +175,7 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
             workdir=str(vmdir),
             disks=_vm_disks(n, vmdir, where),
         )
-        nodes.append(NodePlan(n.name, n.bmc.protocol.value, port, vm))
+        nodes.append(NodePlan(n.name, emulator, port, vm))
     if len(usernames) != 1:
         raise InputError(
             f"{src}: nodes[*].bmc.username: the lab's BMCs share one user; found {sorted(usernames)}"

@@ -115,13 +115,20 @@ def test_wrong_password_fails_fast_without_retries_or_leaking(
 
 
 def test_cipher_suite_default_falls_back_to_3_and_explicit_17_is_refused(
-    fleet: BmcFleet, secrets_dir: Path
+    fleet: BmcFleet, secrets_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The pyghmi-based BMC answers a suite-17 proposal with suite-3 algorithms.
-    with connect(make_node(fleet, "ipmi1", 1), secrets_dir, FAST) as ctl:
+    with caplog.at_level(logging.WARNING), connect(make_node(fleet, "ipmi1", 1), secrets_dir, FAST) as ctl:
         assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
+    downgrades = [r.getMessage() for r in caplog.records if "fell back to suite 3" in r.getMessage()]
+    assert [r.levelno for r in caplog.records if "fell back to suite 3" in r.getMessage()] == [
+        logging.WARNING
+    ]
+    assert "node ipmi1" in downgrades[0]
+    caplog.clear()
     with connect(make_node(fleet, "ipmi1", 1, cipher_suite=3), secrets_dir, FAST) as ctl:
         assert ctl.power_state() in (PowerState.ON, PowerState.OFF)
+    assert "fell back" not in caplog.text  # an explicit suite 3 is no downgrade
     with (
         connect(make_node(fleet, "ipmi1", 1, cipher_suite=17), secrets_dir, FAST) as ctl,
         pytest.raises(BMCCommandError, match="cipher suite 17"),
