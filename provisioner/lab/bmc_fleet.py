@@ -182,6 +182,16 @@ class BmcFleet:
                 total[k] = total.get(k, 0) + v
         return total
 
+    def stats_by_protocol(self) -> dict[str, dict[str, int]]:
+        """``stats()`` per protocol (``ipmi``, ``redfish``): a benchmark splits round trips by kind."""
+        kinds = ["ipmi"] * self.spec.shards("ipmi") + ["redfish"] * self.spec.shards("redfish")
+        total: dict[str, dict[str, int]] = {}
+        for kind, s in zip(kinds, self._ask(("stats",)), strict=True):
+            bucket = total.setdefault(kind, {})
+            for k, v in s.items():
+                bucket[k] = bucket.get(k, 0) + v
+        return total
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the emulator child processes have used so far."""
         return float(sum(self._ask(("cpu",))))

@@ -61,6 +61,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {f.value: 0 for f in Fault}
         self.requests = 0
+        self.replies = 0
 
     def decide(self, mutating: bool) -> Fault:
         """The fault for one request. Read-only requests are never "no-ops" (nothing to skip)."""
@@ -87,6 +88,12 @@ class FaultInjector:
         with self._lock:
             self.requests += 1
 
+    def count_reply(self) -> None:
+        """Count one answer sent on the wire (IPMI: every datagram, session set-up included),
+        so a benchmark sees the round trips a client really paid, not only the commands."""
+        with self._lock:
+            self.replies += 1
+
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"requests": self.requests, **self.counts}
+            return {"requests": self.requests, "replies": self.replies, **self.counts}

@@ -6,9 +6,12 @@ it independently): chassis status and control (section 28.2/28.3), system boot o
 parameter 5 "boot flags" with the valid/persistent/EFI bits (table 28-14) and the boot
 device selector, Get Device ID and Get System GUID (the SMBIOS UUID).
 
-Latency and faults are injected per command: a command is queued and answered after
-the configured latency from the serving loop, never by sleeping, because every pyghmi
-server in a process shares one event loop.
+Faults are injected per command. Latency is injected per datagram the BMC sends, so
+session establishment (Get Channel Authentication Capabilities, Open Session, RAKP
+1-4, Set Session Privilege, Close Session) costs a client the same round-trip time as a
+command, as on a real network; every sent datagram is counted (``replies``). Delayed
+datagrams are queued and sent from the serving loop, never by sleeping, because every
+pyghmi server in a process shares one event loop.
 """
 
 from __future__ import annotations
@@ -129,6 +132,30 @@ class _ServerSession(pyghmi_serversession.ServerSession):
 # IpmiServer creates its sessions by this module-level name.
 pyghmi_serversession.ServerSession = _ServerSession  # type: ignore[misc]
 
+# Every datagram a BMC of this process sends goes through pyghmi's module-level
+# ``_io_sendto`` (sessionless answers and session payloads alike): the one place where
+# the per-datagram latency and the reply count apply. Only emulator processes import
+# this module, never a process running pyghmi as a client.
+_SERVER_SOCKETS: dict[Any, EmulatedIpmiBmc] = {}
+_real_io_sendto = pyghmi_session._io_sendto
+
+
+def _delayed_io_sendto(sock: Any, packet: Any, sockaddr: Any) -> None:
+    bmc = _SERVER_SOCKETS.get(sock)
+    if bmc is None:
+        _real_io_sendto(sock, packet, sockaddr)
+        return
+    bmc.faults.count_reply()
+    latency = bmc.faults.spec.latency
+    if latency > 0:
+        data = bytes(packet)  # pyghmi reuses its packet buffers
+        bmc.delays.push(latency, lambda: _real_io_sendto(sock, data, sockaddr))
+    else:
+        _real_io_sendto(sock, packet, sockaddr)
+
+
+pyghmi_session._io_sendto = _delayed_io_sendto
+
 
 class DelayQueue:
     """Work to run at a later time from the serving loop (the injected latency)."""
@@ -183,6 +210,7 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
         self.faults = faults or FaultInjector()
         self.delays = delays or DelayQueue()
         self.name = machine.name
+        _SERVER_SOCKETS[self.serversocket] = self
         log.info(
             "IPMI BMC emulator (stand-in for a hardware BMC) for %s on %s:%d",
             machine.name,
@@ -220,11 +248,7 @@ class EmulatedIpmiBmc(pyghmi_bmc.Bmc):
             else:
                 super(EmulatedIpmiBmc, self).handle_raw_request(request, session)
 
-        latency = self.faults.spec.latency
-        if latency > 0:
-            self.delays.push(latency, answer)
-        else:
-            answer()
+        answer()  # its datagram is delayed on the way out (_delayed_io_sendto)
 
     # -- chassis ---------------------------------------------------------------------
     def get_power_state(self) -> str:
