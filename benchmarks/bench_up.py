@@ -1,9 +1,18 @@
-"""bench-up: each node's power-on -> installed time against the virtual lab, and the total.
+"""bench-up: `provisioner up` against the virtual lab, from `up` start to the cluster formed.
 
-A fresh private lab (3 control planes + 1 worker) goes through `provisioner up` once.
-Per node: from its power-on to its installed OS answering over mutual TLS. Total: from
-the first power-on to the last node installed. Target: total <= 1.3x the slowest node,
-i.e. the nodes really progress side by side instead of waiting on each other.
+A fresh private lab (3 control planes + 1 worker, QEMU under TCG, emulated BMCs) goes through
+`provisioner up` once, every stage included: secrets and configs, the netboot service, power off,
+PXE once, power on, config fetched, installed, boot from disk, then bootstrap, three voting etcd
+members and the kubeconfig. Figure: the whole run's wall time T (up started -> up exited with the
+cluster formed), read against its ideal.
+
+Ideal: the slowest node's own sequential time plus cluster formation. A node's own time runs from
+`up` start (the prologue is on every node's path) to its `ready` step, taken from the event log; with
+four nodes and 32 BMC slots nothing is shared that could make one node wait for another, so it is what
+that node alone would take. Cluster formation is from the `bootstrap` cluster step to `formed`. If
+`up` made nodes wait for each other, or formed the cluster late or slowly, T grows past the ideal.
+Target: T <= 1.3x the ideal; exits 1 on a miss or a failed run. Needs root (namespaces, taps, QEMU);
+it boots VMs, so it belongs to the integrator's quiet-machine runs, not to `make test`.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from pathlib import Path
 
 from provisioner.lab.rehearsal import LabRun
 
+TARGET = 1.3
+
 
 def main() -> int:
     if os.geteuid() != 0:
@@ -25,33 +36,42 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-up-") as tmp:
         run = LabRun.create(Path(tmp), cluster="benchup")
         try:
-            t0 = time.monotonic()
+            t0 = time.time()
             rc, result = run.up()
-            wall = time.monotonic() - t0
-            if rc != 0:
+            wall = time.time() - t0
+            if rc != 0 or result.get("cluster") != "formed":
                 print(json.dumps(result, indent=1), file=sys.stderr)
                 print(f"up failed (exit {rc}); see {run.workdir / 'up.log'}", file=sys.stderr)
                 return 1
-            on: dict[str, float] = {}
-            done: dict[str, float] = {}
+            ready: dict[str, float] = {}
+            bootstrap = formed = None
             for ev in run.events.iter():
-                if ev.kind == "node.step" and ev.node:
-                    if ev.data.get("phase") == "powered-on":
-                        on[ev.node] = ev.time
-                    elif ev.data.get("phase") == "installed":
-                        done[ev.node] = ev.time
+                if ev.kind == "node.step" and ev.node and ev.data.get("phase") == "ready":
+                    ready[ev.node] = ev.time
+                elif ev.kind == "cluster.step":
+                    step = ev.data.get("step")
+                    if step == "bootstrap" and bootstrap is None:
+                        bootstrap = ev.time
+                    elif step == "formed":
+                        formed = ev.time
         finally:
             run.down()
-    per_node = {n: done[n] - on[n] for n in done}
-    total = max(done.values()) - min(on.values())
-    slowest = max(per_node.values())
-    print(f"{'node':<8} power-on -> installed")
-    for name, secs in sorted(per_node.items()):
+    if not ready or bootstrap is None or formed is None:
+        print("the event log lacks the node `ready` or cluster `bootstrap`/`formed` steps", file=sys.stderr)
+        return 1
+    own = {n: t - t0 for n, t in ready.items()}
+    slowest = max(own, key=lambda n: own[n])
+    formation = formed - bootstrap
+    ideal = own[slowest] + formation
+    print(f"{'node':<8} up start -> ready (its own sequential time)")
+    for name, secs in sorted(own.items()):
         print(f"{name:<8} {secs:8.1f} s")
-    print(f"total (first power-on -> last installed): {total:.1f} s")
-    print(f"slowest node: {slowest:.1f} s; ratio total/slowest: {total / slowest:.2f} (target <= 1.3)")
-    print(f"whole `up` including cluster formation: {wall:.1f} s")
-    return 0
+    print(f"cluster formation (bootstrap -> formed): {formation:.1f} s")
+    print(f"ideal: slowest node {slowest} {own[slowest]:.1f} s + formation {formation:.1f} s = {ideal:.1f} s")
+    print(f"up start -> cluster formed (up exited): {wall:.1f} s")
+    ratio = wall / ideal
+    print(f"bench-up: {ratio:.2f}x the ideal ({wall:.1f} s vs {ideal:.1f} s) (target <= {TARGET:g})")
+    return 0 if ratio <= TARGET else 1
 
 
 if __name__ == "__main__":
