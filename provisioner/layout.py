@@ -87,6 +87,11 @@ class StateLayout:
         """The record a platform stage writes when it has completed (JSON)."""
         return self.platform_dir / f"{stage}.json"
 
+    @property
+    def platform_journal(self) -> Path:
+        """What the platform stage applied, by object, with the digest of the applied content."""
+        return self.platform_dir / "applied.journal"
+
     # -- reports
     @property
     def report(self) -> Path:

@@ -22,6 +22,7 @@ from .context import DEFAULT_INVENTORY, App
 # Each module registers its own group of subcommands (one module per stage).
 COMMAND_MODULES = ["site", "talos", "cluster", "lab", "bmc", "netboot"]
 COMMAND_MODULES.append("report")  # the HTML site report (provisioner/report/)
+COMMAND_MODULES.append("platform")  # the Cozystack platform stage (provisioner/cozystack/)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
