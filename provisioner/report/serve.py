@@ -57,7 +57,8 @@ def _error_page(message: str, version: str, poll_ms: int) -> bytes:
 
     return (
         f'<!DOCTYPE html><html data-version="{escape(version)}"><head><meta charset="utf-8">'
-        "<title>report: error</title></head><body><h1>The report cannot be built</h1>"
+        '<link rel="icon" href="data:,"><title>report: error</title></head>'
+        "<body><h1>The report cannot be built</h1>"
         f"<p>{escape(message)}</p>"
         f"{page.LIVE_SCRIPT % (poll_ms, poll_ms)}</body></html>"
     ).encode()

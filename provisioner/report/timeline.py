@@ -6,7 +6,7 @@ the event that proves it happened:
 
 - ``power-off``: ``node.step`` phase ``powered-off``
 - ``pxe``: the iPXE install script served to the node (``ipxe.script``, outcome ``install``);
-  without the netboot service's events, the ``powered-on`` step
+  without the netboot service's events, the ``powered-on`` step once the node got its config
 - ``config``: the node fetched its machine config (``config.fetch`` ok), or ``up`` saw it
   delivered (``node.step`` ``config-delivered``: the maintenance-API path)
 - ``installed``: ``node.step`` phase ``installed``
@@ -178,7 +178,11 @@ def _node_step(m: _NodeMarks, ev: Event) -> None:
 
 def _spans(name: str, m: _NodeMarks, controlplane: bool, end: float) -> NodeTimeline:
     ends = dict(m.marks)
-    if "pxe" not in ends and m.powered_on is not None:
+    booted = "config" in ends or m.delivered is not None or "installed" in ends
+    if "pxe" not in ends and m.powered_on is not None and booted:
+        # No netboot events (a remote boot server's not pulled yet): the node booted, but
+        # when is unknown, so the PXE stage ends at power-on. A node that never booted has
+        # its PXE stage still running (or failed).
         ends["pxe"] = m.powered_on
     if "config" not in ends and m.delivered is not None:
         ends["config"] = m.delivered

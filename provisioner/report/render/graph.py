@@ -15,6 +15,7 @@ BOX_W = 178
 BOX_H = 22
 COL_GAP = 46
 ROW_GAP = 6
+MAX_ROWS = 16
 
 
 def _layout(view: PlatformView) -> tuple[dict[str, tuple[int, int]], int, int]:
@@ -22,13 +23,18 @@ def _layout(view: PlatformView) -> tuple[dict[str, tuple[int, int]], int, int]:
     columns: dict[int, list[str]] = {}
     for key in sorted(view.releases, key=lambda k: (view.releases[k].namespace, view.releases[k].name)):
         columns.setdefault(depth[key], []).append(key)
+    # A crowded depth is split over several columns so the graph stays about as tall as wide.
     pos = {}
-    for col, keys in columns.items():
-        for row, key in enumerate(keys):
-            pos[key] = (10 + col * (BOX_W + COL_GAP), 10 + row * (BOX_H + ROW_GAP))
-    width = 20 + (max(columns, default=0) + 1) * (BOX_W + COL_GAP)
-    height = 20 + max((len(v) for v in columns.values()), default=0) * (BOX_H + ROW_GAP)
-    return pos, width, height
+    x = 10
+    tallest = 0
+    for col in sorted(columns):
+        keys = columns[col]
+        for chunk in range(0, len(keys), MAX_ROWS):
+            for row, key in enumerate(keys[chunk : chunk + MAX_ROWS]):
+                pos[key] = (x, 10 + row * (BOX_H + ROW_GAP))
+            tallest = max(tallest, min(MAX_ROWS, len(keys) - chunk))
+            x += BOX_W + (COL_GAP if chunk + MAX_ROWS >= len(keys) else COL_GAP // 3)
+    return pos, x + 10, 20 + tallest * (BOX_H + ROW_GAP)
 
 
 def render(data: ReportData) -> str:
@@ -53,7 +59,7 @@ def render(data: ReportData) -> str:
         extra = " held" if key in held else ""
         label = rel.name if len(rel.name) <= 26 else rel.name[:25] + "…"
         if rel.holds:
-            label = f"{label[:18]} ⛔{len(rel.holds)}"
+            label = f"{label[:14]} holds {len(rel.holds)}"
         tip = f"{key}: {rel.state}"
         if rel.reason or rel.message:
             tip += f" ({rel.reason}) {rel.message}"

@@ -48,6 +48,7 @@ def render(data: ReportData, version: str = "", live_poll_ms: int | None = None)
         f'<!DOCTYPE html><html lang="en" data-version="{escape(version)}"><head><meta charset="utf-8">'
         f"<title>{escape(site.cluster)}: site report</title>"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request: the page loads nothing
         f"<style>{CSS}</style></head><body>"
         f"<header><h1>{escape(site.cluster)} · bundle {escape(site.bundle)}</h1>"
         f'<div class="meta">{len(data.nodes)} nodes in {len(site.rack_order)} rack(s) · {cluster_line} · '

@@ -68,10 +68,10 @@ svg text{font-family:system-ui,sans-serif}
 table.medians{border-collapse:collapse;margin:6px 0}
 table.medians td,table.medians th{border:1px solid #cfd8dc;padding:2px 8px;text-align:right}
 .graph .rel rect{stroke:#607d8b;stroke-width:1}
-.graph .rel.failed rect{stroke:#7f0000;stroke-width:3}
+.graph .rel.r-failed rect{stroke:#7f0000;stroke-width:3}
 .graph .rel.held rect{stroke:#e65100;stroke-width:2.5;stroke-dasharray:4 2}
 .graph .rel text{font-size:10px}
-.graph .rel.failed text{fill:#fff;font-weight:700}
+.graph .rel.r-failed text{fill:#fff;font-weight:700}
 .graph path{fill:none;stroke:#b0bec5;stroke-width:1}
 .graph path.held{stroke:#e65100;stroke-width:2}
 ul.tree,ul.tree ul{list-style:none;margin:0;padding-left:22px;border-left:1px dashed #90a4ae}
