@@ -116,3 +116,11 @@ bench-http: setup
 bench-bmc: setup
 	$(PY) benchmarks/bench_bmc.py
 .PHONY: bench-bmc
+
+# The HTML site report (provisioner/report/): its tests (headless Chromium) and the 1,000-node benchmark.
+.PHONY: test-report bench-report
+test-report: setup
+	$(VENV)/bin/pytest tests/report -p no:cacheprovider $(PYTEST_ARGS)
+
+bench-report: setup
+	$(PY) benchmarks/bench_report.py
