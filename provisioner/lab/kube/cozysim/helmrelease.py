@@ -25,7 +25,7 @@ Rules from ``provisioner/cozystack/upstream/notes/flux-helmrelease.md``:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,15 +104,15 @@ def decide(
     dependencies: Mapping[str, Mapping[str, Any] | None],
     faults: Faults,
     *,
-    elapsed: float | None,
+    elapsed: Callable[[str], float | None],
     delay: float,
     now: str,
 ) -> Decision:
     """Decide the next status of ``hr``.
 
     ``dependencies`` maps ``namespace/name`` of every ``spec.dependsOn`` entry to that HelmRelease (None
-    when missing). ``elapsed`` is how long the controller has been timing the current attempt (None
-    when it is not timing one); ``now`` is the RFC 3339 time to stamp on changed conditions.
+    when missing). ``elapsed(attempt)`` says how long the controller has been timing that attempt (None
+    when it is not timing it: then it starts now); ``now`` is the RFC 3339 time to stamp on changes.
     """
     meta = hr.get("metadata") or {}
     spec = hr.get("spec") or {}
@@ -160,12 +160,12 @@ def decide(
         message = f"Running '{action}' action with timeout of 5m0s"
         set_condition(status, "Reconciling", "True", "Progressing", message, generation, now)
         set_condition(status, "Ready", "Unknown", "Progressing", message, generation, now)
-        elapsed = 0.0
     attempt = f"{meta.get('uid', '')}/{generation}/{status.get('lastHandledReconcileAt', '')}"
-    if elapsed is None:
-        elapsed = 0.0  # an attempt started by another leader: time it from now
-    if elapsed < delay:
-        return Decision(status, attempt=attempt, finish_in=delay - elapsed)
+    spent = elapsed(attempt) if in_progress else 0.0
+    if spent is None:
+        spent = 0.0  # an attempt started by another leader (or before a restart): time it from now
+    if spent < delay:
+        return Decision(status, attempt=attempt, finish_in=delay - spent)
     return Decision(_finish(status, hr, faults, generation, now))
 
 
