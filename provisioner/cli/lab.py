@@ -156,3 +156,55 @@ def lab_exec(app: App, command: tuple[str, ...]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp("ip", netns.exec_argv(ns, list(command)))
+
+
+# --- lab kube: the Kubernetes API server stand-in on the host (provisioner/lab/kube/) ---------------
+
+
+@lab.group("kube")
+def lab_kube() -> None:
+    """An existing cluster on this host: local etcd, the API server stand-in, the Cozystack simulator."""
+
+
+def _kube_root(lab_dir: Path | None) -> Path:
+    from ..lab.lab import lab_dir_default
+
+    return Path(lab_dir or lab_dir_default()) / "kube"
+
+
+@lab_kube.command("up")
+@_lab_dir_option
+@click.option("--faults", metavar="SPEC", help="seed=N,api500=R,reset=R,stall-watch=R,stuck=A;B,fail=C")
+@click.option("--delay", type=click.FloatRange(min=0), help="Simulator: seconds before a release goes Ready.")
+def lab_kube_up(lab_dir: Path | None, faults: str | None, delay: float | None) -> None:
+    """Start etcd and the API server stand-in on 127.0.0.1 (6443 if free) and write the kubeconfig."""
+    from ..errors import OperationError
+    from ..lab.kube.faults import FaultSpecError, parse_faults
+    from ..lab.kube.host import KubeHostError, up
+
+    try:
+        parse_faults(faults)
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    try:
+        host = up(_kube_root(lab_dir), faults=faults, delay=delay)
+    except KubeHostError as exc:
+        raise OperationError(f"lab kube up: {exc}") from None
+    emit(
+        host.as_dict(),
+        lambda h: (
+            f"kube stand-in up at {h['server']}"
+            + (" (with the Cozystack simulator)" if h["simulator"] else "")
+            + f"\n{h['kubeconfig']}"
+        ),
+    )
+
+
+@lab_kube.command("down")
+@_lab_dir_option
+def lab_kube_down(lab_dir: Path | None) -> None:
+    """Stop the simulator, the API server stand-in and etcd; remove their runtime files."""
+    from ..lab.kube.host import down
+
+    result = down(_kube_root(lab_dir))
+    emit(result, lambda r: f"kube stand-in down ({', '.join(r['stopped']) or 'nothing was running'})")

@@ -35,6 +35,7 @@ log = logging.getLogger("kube-stand-in.host")
 
 ETCD_BINARY = "/usr/bin/etcd"
 SIMULATOR_MODULE = "provisioner.lab.kube.cozysim"
+ESSENTIAL = ("etcd", "apiserver")  # the simulator may come and go; these two are the cluster
 DEFAULT_PORT = 6443
 RUNTIME = ("etcd", "pids.json", "kubeconfig", "port", "etcd.log", "apiserver.log", "cozysim.log")
 
@@ -206,9 +207,10 @@ def status(root: Path) -> KubeHost | None:
     except (OSError, ValueError):
         return None
     pids = {k: int(v) for k, v in info.get("pids", {}).items()}
-    if not pids or not all(_alive(pid, str(root)) for pid in pids.values()):
+    if not all(name in pids and _alive(pids[name], str(root)) for name in ESSENTIAL):
         return None
-    return KubeHost(root, paths.kubeconfig, info["server"], info["etcd"], pids, "cozysim" in pids)
+    sim = "cozysim" in pids and _alive(pids["cozysim"], str(root))
+    return KubeHost(root, paths.kubeconfig, info["server"], info["etcd"], pids, sim)
 
 
 def up(
@@ -287,7 +289,7 @@ def up(
                 (pki / "admin.key").read_bytes(),
             ),
         )
-        with_sim = simulator and importlib.util.find_spec(SIMULATOR_MODULE) is not None
+        with_sim = simulator and _has_module(SIMULATOR_MODULE + ".__main__")
         if with_sim:
             sim_log = root / "cozysim.log"
             sim = _spawn(
@@ -312,6 +314,13 @@ def up(
             _stop_proc(p.pid, str(root))
         _clean(paths)
         raise
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
 
 
 def _stop_proc(pid: int, marker: str, timeout: float = 10.0) -> bool:
