@@ -85,6 +85,7 @@ class Simulator:
         self._next_timer: float | None = None
         self._applied_crds: set[str] = set()
         self._errors = 0
+        self._package_source_done = False
 
         def informer(kind: Kind, namespace: str | None = None) -> Informer:
             return Informer(client, kind, self._wake.set, namespace=namespace)
@@ -387,7 +388,7 @@ class Simulator:
                 ],
             },
         }
-        if not getattr(self, "_package_source_done", False):
+        if not self._package_source_done:
             await self.apply(kinds.PACKAGESOURCE, body)
             self._package_source_done = True
 
@@ -519,7 +520,8 @@ class Simulator:
         await self._ingress(rendered)
 
     async def _storage(self) -> None:
-        await self.ensure(kinds.LINSTORCLUSTER, {"metadata": {"name": "linstorcluster"}, "spec": {}}, None)
+        cluster = {"metadata": {"name": "linstorcluster"}, "spec": {}}
+        await self.ensure(kinds.LINSTORCLUSTER, cluster, self.inf["lcl"].get("linstorcluster"))
         if not (self.inf["sat"].served and self.inf["lsc"].served):
             return
         configs = self.inf["lsc"].values()

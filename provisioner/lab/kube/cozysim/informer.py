@@ -84,9 +84,9 @@ class Informer:
         return self.namespace if self.namespace else ALL_NS
 
     async def _wait_retry(self) -> None:
-        self._poke.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._poke.wait(), self._retry)
+        self._poke.clear()
 
     async def _list(self) -> None:
         listing = self.client.list(self.kind.res, namespace=self._ns())
