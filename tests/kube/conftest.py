@@ -18,7 +18,7 @@ _ns_counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[KubeHost]:
-    with running() as host:
+    with running(bookmark_interval=0.5) as host:
         yield host
 
 

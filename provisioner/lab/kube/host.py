@@ -221,6 +221,7 @@ def up(
     detach: bool = True,
     kubernetes_version: str = "v1.34.1",
     port: int = DEFAULT_PORT,
+    bookmark_interval: float = 5.0,
 ) -> KubeHost:
     """Start etcd, the API server stand-in and (if present) the simulator under ``root``."""
     spec = parse_faults(faults)  # a bad spec fails here, before anything starts
@@ -271,6 +272,7 @@ def up(
                 "--host", "127.0.0.1", "--port", str(api_port), "--port-file", str(paths.port_file),
                 "--kubernetes-version", kubernetes_version,
                 "--faults", spec.to_text(),
+                "--bookmark-interval", str(bookmark_interval),
                 "--root", str(root),
             ],
             api_log,
@@ -379,13 +381,22 @@ def running(
     faults: str | None = None,
     delay: float | None = None,
     port: int = 0,
+    bookmark_interval: float = 5.0,
 ) -> Iterator[KubeHost]:
     """A host cluster for the duration of a ``with`` block (in a temporary directory by default);
     yields the KubeHost (``.kubeconfig`` is the path to hand to clients)."""
     with contextlib.ExitStack() as stack:
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kube-stand-in-")))
-        host = up(root, faults=faults, delay=delay, simulator=simulator, detach=False, port=port)
+        host = up(
+            root,
+            faults=faults,
+            delay=delay,
+            simulator=simulator,
+            detach=False,
+            port=port,
+            bookmark_interval=bookmark_interval,
+        )
         try:
             yield host
         finally:
