@@ -10,6 +10,10 @@ NOW = "2026-12-01T22:00:00Z"
 NO_FAULTS = hrm.Faults()
 
 
+def NOT_TIMED(attempt: str) -> float | None:
+    return None
+
+
 def _hr(name: str = "b", deps: tuple[str, ...] = (), **meta: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "ns", "generation": 1, "uid": f"uid-{name}", **meta},
@@ -23,7 +27,7 @@ def _hr(name: str = "b", deps: tuple[str, ...] = (), **meta: Any) -> dict[str, A
 def _run(hr: dict[str, Any], deps: dict | None = None, faults: hrm.Faults = NO_FAULTS, delay: float = 0.0):
     """Drive until nothing changes; returns the final object (status written back each step)."""
     for _ in range(10):
-        decision = hrm.decide(hr, deps or {}, faults, elapsed=delay, delay=delay, now=NOW)
+        decision = hrm.decide(hr, deps or {}, faults, elapsed=lambda _: delay, delay=delay, now=NOW)
         if decision.status == hr.get("status"):
             return hr
         hr = {**hr, "status": decision.status}
@@ -37,7 +41,7 @@ def _ready(status: dict) -> tuple[str, str]:
 
 
 def test_waits_for_a_missing_dependency_without_observing_the_generation() -> None:
-    decision = hrm.decide(_hr(deps=("a",)), {"ns/a": None}, hrm.Faults(), elapsed=None, delay=1, now=NOW)
+    decision = hrm.decide(_hr(deps=("a",)), {"ns/a": None}, hrm.Faults(), elapsed=NOT_TIMED, delay=1, now=NOW)
     assert _ready(decision.status) == ("False", "DependencyNotReady")
     assert "unable to get 'ns/a' dependency" in hrm.condition(decision.status, "Ready")["message"]
     assert "observedGeneration" not in decision.status
@@ -45,20 +49,20 @@ def test_waits_for_a_missing_dependency_without_observing_the_generation() -> No
 
 def test_waits_for_a_dependency_that_is_not_ready() -> None:
     dep = _hr("a")
-    decision = hrm.decide(_hr(deps=("a",)), {"ns/a": dep}, hrm.Faults(), elapsed=None, delay=1, now=NOW)
+    decision = hrm.decide(_hr(deps=("a",)), {"ns/a": dep}, hrm.Faults(), elapsed=NOT_TIMED, delay=1, now=NOW)
     assert _ready(decision.status) == ("False", "DependencyNotReady")
     assert hrm.condition(decision.status, "Ready")["message"] == "dependency 'ns/a' is not ready"
 
 
 def test_install_progresses_then_succeeds_after_the_delay() -> None:
     hr = _hr("a")
-    started = hrm.decide(hr, {}, hrm.Faults(), elapsed=None, delay=2.0, now=NOW)
+    started = hrm.decide(hr, {}, hrm.Faults(), elapsed=NOT_TIMED, delay=2.0, now=NOW)
     assert _ready(started.status) == ("Unknown", "Progressing")
     assert started.attempt and started.finish_in == 2.0
     hr["status"] = started.status
-    halfway = hrm.decide(hr, {}, hrm.Faults(), elapsed=1.5, delay=2.0, now=NOW)
+    halfway = hrm.decide(hr, {}, hrm.Faults(), elapsed=lambda _: 1.5, delay=2.0, now=NOW)
     assert halfway.finish_in == 0.5
-    done = hrm.decide(hr, {}, hrm.Faults(), elapsed=2.0, delay=2.0, now=NOW)
+    done = hrm.decide(hr, {}, hrm.Faults(), elapsed=lambda _: 2.0, delay=2.0, now=NOW)
     assert _ready(done.status) == ("True", "InstallSucceeded")
     assert done.status["observedGeneration"] == 1
     assert hrm.condition(done.status, "Reconciling") is None
@@ -130,7 +134,7 @@ def test_spec_change_upgrades_an_installed_release() -> None:
 def test_nudge_on_a_ready_release_records_the_token_only() -> None:
     hr = _run(_hr("a"))
     hr["metadata"]["annotations"] = {hrm.REQUESTED_AT: "t9"}
-    decision = hrm.decide(hr, {}, hrm.Faults(), elapsed=None, delay=5, now=NOW)
+    decision = hrm.decide(hr, {}, hrm.Faults(), elapsed=NOT_TIMED, delay=5, now=NOW)
     assert decision.attempt is None
     assert decision.status["lastHandledReconcileAt"] == "t9"
     assert _ready(decision.status) == ("True", "InstallSucceeded")
