@@ -32,7 +32,12 @@ def main() -> int:
         layout = StateLayout(Path(tmp) / "state")
         view = synthetic.site(nodes, max(1, nodes // 40))
         names = [n.name for n in view.nodes]
-        scenario = synthetic.Scenario(failed={names[len(names) // 3]}, slow={names[len(names) // 2]: 5.0})
+        scenario = synthetic.Scenario(
+            failed={names[len(names) // 3]},
+            slow={names[len(names) // 2]: 5.0},
+            platform=True,
+            failed_release="cozy-kubeovn/kubeovn",
+        )
         events = synthetic.write_state(layout, view, scenario)
         releases = {k: r.depends for k, r in bundle_releases("paas-full").items()}
         synthetic.helmreleases_record(layout, "cozy-kubeovn/kubeovn", releases, time.time())

@@ -124,19 +124,27 @@ def load(
         rel.reason = str(entry.get("reason") or "")
         rel.message = str(entry.get("message") or "")
         rel.blocked_by = entry.get("blockedBy")
-        if ready is True:
-            rel.state = "ready"
-        elif ready is None:
-            rel.state = "progressing"
-        elif rel.blocked_by or rel.reason in _WAITING_REASONS:
-            rel.state = "blocked" if rel.blocked_by or rel.reason == "DependencyNotReady" else "progressing"
-        else:
-            rel.state = "failed"
+        rel.state = _state(ready, rel.reason, rel.blocked_by)
     for rel in releases.values():
         rel.depends = [d for d in rel.depends if d in releases]
     view = PlatformView(raw.get("bundle") or bundle, releases, from_record=True, updated=raw.get("updated"))
     _mark_holds(view)
     return view
+
+
+def _state(ready: bool | None, reason: str, blocked_by: str | None) -> str:
+    """The colour of a release: Ready=True is ready; a release waiting on a dependency is
+    blocked; Ready=False for any other reason than waiting is failed; the rest is under way
+    (the platform stage writes ``NotCreated`` for a HelmRelease not created yet)."""
+    if ready is True:
+        return "ready"
+    if ready is None and reason == "NotCreated":
+        return "not-started"
+    if blocked_by or reason == "DependencyNotReady":
+        return "blocked"
+    if ready is None or reason in _WAITING_REASONS:
+        return "progressing"
+    return "failed"
 
 
 def _parse_record(path: Path, text: str) -> dict[str, Any]:

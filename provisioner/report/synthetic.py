@@ -36,6 +36,9 @@ class Scenario:
     slow: dict[str, float] = field(default_factory=dict)  # node -> install time multiplier
     start: float = 1_790_000_000.0
     seed: int = 15
+    # Run the platform stages after the cluster formed; a release named here fails them.
+    platform: bool = False
+    failed_release: str | None = None
 
 
 def site(nodes: int = 1000, racks: int = 25, cluster: str = "synthetic") -> SiteView:
@@ -90,7 +93,19 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
     def ev(t: float, kind: str, node: str | None, outcome: str = "ok", **data: Any) -> None:
         timed.append((t, kind, node, outcome, data))
 
+    for offset, stage, status in (
+        (0.0, "secrets", "running"),
+        (0.1, "secrets", "done"),
+        (0.1, "configs", "running"),
+        (0.3, "configs", "done"),
+        (0.3, "netboot", "running"),
+        (0.5, "netboot", "done"),
+        (0.5, "nodes", "running"),
+        (0.5, "cluster", "running"),
+    ):
+        ev(sc.start + offset, "pipeline.stage", None, stage=stage, status=status, level="info")
     ev(sc.start, "asset.download", None, "ok", file="kernel-amd64", url="local import")
+    last_node = sc.start
     cp_installed: list[float] = []
     records = []
     for idx, n in enumerate(view.nodes):
@@ -116,6 +131,7 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
             t += 600
             ev(t, "node.step", n.name, "error", phase="powered-on", detail=BOOT_FAILURE)
             records.append(NodeRecord(n.name, Phase.POWERED_ON, attempts=2, error=BOOT_FAILURE, updated=t))
+            last_node = max(last_node, t)
             continue
         t += rnd.uniform(8, 20)
         ev(t, "dhcp.lease", n.name, action="add", mac=mac, ip=f"10.0.{idx >> 8}.{idx & 255}", ipxe=False)
@@ -146,6 +162,7 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
         t += rnd.uniform(0.5, 2)
         ev(t, "node.step", n.name, phase="ready", detail="boots from disk (persistent)")
         records.append(NodeRecord(n.name, Phase.READY, installed=True, updated=t))
+        last_node = max(last_node, t)
     cps = [n.name for n in view.nodes if n.role == "controlplane"]
     if cp_installed and len(cp_installed) == len(cps):
         t = max(cp_installed) + 1
@@ -156,12 +173,25 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
             ev(t, "cluster.step", None, step="etcd", detail=f"voting members: {', '.join(sorted(cps[:k]))}")
         ev(t + 1, "cluster.step", None, step="kubeconfig", detail="fetching the admin kubeconfig")
         ev(t + 3, "cluster.step", None, step="formed", detail="kubeconfig written")
+        ev(t + 3, "pipeline.stage", None, stage="cluster", status="done", level="info")
         atomic_write(
             layout.cluster_record,
             json.dumps(
                 {"bootstrapped": True, "bootstrap_node": cps[0], "formed": True, "members": sorted(cps)}
             ),
         )
+        if sc.platform:
+            _platform_events(ev, t + 4, sc.failed_release)
+    failed = bool(sc.failed)
+    ev(
+        last_node,
+        "pipeline.stage",
+        None,
+        "error" if failed else "ok",
+        stage="nodes",
+        status="failed" if failed else "done",
+        level="error" if failed else "info",
+    )
     timed.sort(key=lambda e: e[0])
     lines: list[str] = []
     clock = [0]
@@ -176,6 +206,33 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
         raw["last_event"] = by_node.get(rec.name, 0)
         atomic_write(layout.node_record(rec.name), json.dumps(raw, sort_keys=True, indent=1) + "\n")
     return len(lines)
+
+
+def _platform_events(ev: Any, t: float, failed_release: str | None) -> None:
+    """The platform stages after the cluster formed, in ``pipeline.stage`` events."""
+    for stage, seconds in (("api-ready", 5), ("contract", 3), ("installer-assets", 20)):
+        ev(t, "pipeline.stage", None, stage=stage, status="running", level="info")
+        t += seconds
+        ev(t, "pipeline.stage", None, stage=stage, status="done", level="info")
+    ev(t, "pipeline.stage", None, stage="helmreleases", status="running", level="info")
+    if failed_release:
+        ev(
+            t + 900,
+            "pipeline.stage",
+            None,
+            "error",
+            stage="helmreleases",
+            status="failed",
+            level="error",
+            detail=f"{failed_release}: InstallFailed",
+        )
+        return
+    t += 600
+    ev(t, "pipeline.stage", None, stage="helmreleases", status="done", level="info")
+    for stage, seconds in (("storage", 60), ("virtualization", 90), ("networking", 10), ("tenants", 15)):
+        ev(t, "pipeline.stage", None, stage=stage, status="running", level="info")
+        t += seconds
+        ev(t, "pipeline.stage", None, stage=stage, status="done", level="info")
 
 
 def helmreleases_record(layout: StateLayout, failed: str, releases: dict[str, list[str]], now: float) -> None:

@@ -36,7 +36,9 @@ STAGE_LABELS: dict[str, str] = {
     "etcd": "joined etcd",
 }
 NODE_RESET = "node.reset"
-# Statuses with which a platform stage ends (``progress.stage(name, status, ...)``).
+OUTLIER_MIN_SECONDS = 5.0
+# Statuses with which a pipeline stage ends (``progress.stage(name, status, ...)`` records a
+# ``pipeline.stage`` event; any event carrying a ``stage`` is read the same way).
 _STAGE_DONE = {"done", "ok", "completed", "complete", "skipped", "ready", "succeeded"}
 _STAGE_FAILED = {"failed", "error"}
 _VOTING = re.compile(r"voting members:\s*(.*)$")
@@ -77,7 +79,7 @@ class Timeline:
     platform: list[Span]
     medians: dict[str, float]  # stage -> median seconds over the nodes that finished it
     slowest: list[str]  # nodes marked slow, slowest first
-    outliers: set[tuple[str, str]]  # (node, stage) taking over twice the stage's median
+    outliers: set[tuple[str, str]]  # (node, stage) taking over twice the stage's median (and 5 s more)
 
 
 @dataclass
@@ -245,7 +247,12 @@ def _with_stats(tl: Timeline) -> Timeline:
     for node in tl.nodes.values():
         for span in node.spans:
             median = tl.medians.get(span.stage)
-            if median is not None and span.seconds > 2 * median and span.seconds - median > 1.0:
+            # Over twice the median, and by enough to matter: a 3 s power-off is not news.
+            if (
+                median is not None
+                and span.seconds > 2 * median
+                and span.seconds - median >= OUTLIER_MIN_SECONDS
+            ):
                 tl.outliers.add((node.node, span.stage))
     # Failed nodes are shown as failed, not as slow: their time is spent on retries.
     finished = [n for n in tl.nodes.values() if n.spans and not n.spans[-1].running and n.failed_at is None]

@@ -44,7 +44,10 @@ def site_1000(tmp_path_factory: pytest.TempPathFactory) -> tuple[SiteView, State
     """1,000 nodes in 25 racks: two failed boots, one slow install, kubeovn failed."""
     layout = StateLayout(tmp_path_factory.mktemp("synthetic") / "state")
     view = synthetic.site(1000, 25)
-    synthetic.write_state(layout, view, synthetic.Scenario(failed=set(FAILED_NODES), slow={SLOW_NODE: 6.0}))
+    scenario = synthetic.Scenario(
+        failed=set(FAILED_NODES), slow={SLOW_NODE: 6.0}, platform=True, failed_release=FAILED_RELEASE
+    )
+    synthetic.write_state(layout, view, scenario)
     releases = {k: r.depends for k, r in bundle_releases("paas-full").items()}
     synthetic.helmreleases_record(layout, FAILED_RELEASE, releases, time.time())
     return view, layout

@@ -110,6 +110,14 @@ def test_1000_nodes(browser: Any, site_1000: tuple[SiteView, StateLayout], tmp_p
         f'.graph g.rel[data-release="{FAILED_RELEASE}"]',
     )
     assert "r-failed" in failed_release
+    stage_rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg.gantt rect[data-kind=\"platform\"]'))"
+        ".map(r => [r.dataset.stage, r.getAttribute('class')])"
+    )
+    stages = [s for s, _ in stage_rows]
+    assert stages[:4] == ["secrets", "configs", "netboot", "nodes"]
+    assert stages[-4:] == ["api-ready", "contract", "installer-assets", "helmreleases"]
+    assert "failed" in stage_rows[-1][1]  # the helmreleases stage failed with kubeovn
     held = browser.execute_script("return document.querySelectorAll('.graph g.rel.held').length")
     assert held > 40  # kubeovn holds up most of paas-full
     screenshot(browser, "report-1000-nodes.png")

@@ -64,6 +64,19 @@ def test_states_and_what_a_failed_release_holds_up(tmp_path: Path) -> None:
                 "blockedBy": "cozy-kubeovn/kubeovn",
             },
             "cozy-cilium/cilium-networkpolicy": {"ready": None, "reason": "Progressing", "dependsOn": []},
+            "cozy-kubeovn/kubeovn-webhook": {
+                "ready": None,
+                "reason": "NotCreated",
+                "message": "the HelmRelease does not exist yet",
+                "dependsOn": ["cozy-kubeovn/kubeovn"],
+                "blockedBy": "cozy-kubeovn/kubeovn",
+            },
+            "cozy-kubeovn/kubeovn-plunger": {
+                "ready": None,
+                "reason": "Pending",
+                "dependsOn": ["cozy-kubeovn/kubeovn"],
+                "blockedBy": "cozy-kubeovn/kubeovn",
+            },
         },
     )
     view = load(rec, "paas-full")
@@ -72,10 +85,13 @@ def test_states_and_what_a_failed_release_holds_up(tmp_path: Path) -> None:
     assert states["cozy-kubeovn/kubeovn"] == "failed"
     assert states["cozy-multus/multus"] == "blocked"
     assert states["cozy-cilium/cilium-networkpolicy"] == "progressing"
-    assert states["cozy-dashboard/dashboard"] == "not-started"  # in the bundle, not created yet
+    assert states["cozy-dashboard/dashboard"] == "not-started"  # in the bundle, not in the record
+    assert states["cozy-kubeovn/kubeovn-webhook"] == "not-started"  # recorded as not created yet
+    assert states["cozy-kubeovn/kubeovn-plunger"] == "blocked"  # exists, waits on kubeovn
     holds = view.releases["cozy-kubeovn/kubeovn"].holds
     assert "cozy-multus/multus" in holds
     assert "cozy-dashboard/dashboard" in holds  # dashboard depends on kubeovn and multus
+    assert {"cozy-kubeovn/kubeovn-webhook", "cozy-kubeovn/kubeovn-plunger"} <= holds
     assert "cozy-cilium/cilium" not in holds
 
 

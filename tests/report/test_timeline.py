@@ -120,11 +120,11 @@ def test_events_of_nodes_outside_the_site_are_ignored() -> None:
 
 def test_platform_stages_from_stage_events() -> None:
     log = Log()
-    log.add(10, "stage", None, stage="api-ready", status="running")
-    log.add(20, "stage", None, stage="api-ready", status="done")
-    log.add(21, "stage", None, stage="helmreleases", status="running")
-    log.add(90, "stage", None, "error", stage="helmreleases", status="failed")
-    log.add(91, "stage", None, stage="storage", status="running")
+    log.add(10, "pipeline.stage", None, stage="api-ready", status="running")
+    log.add(20, "pipeline.stage", None, stage="api-ready", status="done")
+    log.add(21, "pipeline.stage", None, stage="helmreleases", status="running")
+    log.add(90, "pipeline.stage", None, "error", stage="helmreleases", status="failed")
+    log.add(91, "pipeline.stage", None, stage="storage", status="running")
     tl = build(log.events, [], [], now=100)
     got = [(s.stage, s.start, s.end, s.failed, s.running) for s in tl.platform]
     assert got[:2] == [("api-ready", 10, 20, False, False), ("helmreleases", 21, 90, True, False)]

@@ -99,7 +99,7 @@ def render(data: ReportData) -> str:
                 c.bar(span, title, fill, kind=kind)
             c.y += c.row_h
     for span in tl.platform:
-        c.label(f"platform: {span.stage}")
+        c.label(f"stage: {span.stage}")
         c.bar(span, span.stage, PLATFORM_COLOUR, kind="platform")
         c.y += c.row_h
     c.y += 4
@@ -144,7 +144,7 @@ def _legend() -> str:
     ]
     items += [
         f'<span><i style="background:{CLUSTER_COLOUR}"></i>cluster step</span>',
-        f'<span><i style="background:{PLATFORM_COLOUR}"></i>platform stage</span>',
+        f'<span><i style="background:{PLATFORM_COLOUR}"></i>pipeline stage</span>',
         '<span><i style="background:#d32f2f"></i>failed</span>',
     ]
     return f'<div class="legend">{"".join(items)}</div>'
