@@ -24,7 +24,7 @@ from ..pipeline.base import Stage, StageFailed
 from ..tenants import tree_for
 from . import assets, health, manifests
 from .apply import Applier
-from .kube import Kube
+from .kube import ApiCallError, Kube
 from .releases import ExpectedRelease, cozystack_major, expected_releases
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ def kubeconfig_path(ctx: RunContext) -> Path:
     if site.cluster.bundle_spec.hosted and site.hosted is not None:
         return site.base_dir / site.hosted.kubeconfig
     return ctx.layout.kubeconfig
+
+
+def open_kube(ctx: RunContext) -> Kube:
+    """The API client for this run (``api_attempts`` in the options bounds the retries)."""
+    return Kube(kubeconfig_path(ctx), attempts=int(ctx.options.get("api_attempts") or 8))
 
 
 def read_record(layout: StateLayout, name: str) -> dict[str, Any] | None:
@@ -93,7 +98,7 @@ class _PlatformStage:
         return bool(rec and rec.get("completed"))
 
     async def run(self, ctx: RunContext) -> None:
-        kube = Kube(kubeconfig_path(ctx))
+        kube = open_kube(ctx)
         try:
             applier = Applier(kube, ctx.layout.platform_journal)
             record = await self.work(ctx, kube, applier)
@@ -157,8 +162,9 @@ class Contract(_PlatformStage):
 
     async def work(self, ctx: RunContext, kube: Kube, applier: Applier) -> dict[str, Any]:
         site = ctx.site
+        namespace = _system_namespace(site)
         if cozystack_major(site.cluster.cozystack_version) == 0:
-            objs = [manifests.system_namespace(), manifests.configmap(site)]
+            objs = [namespace, manifests.configmap(site)]
             writes = await applier.ensure_all(objs)
             _say(ctx, self.name, "done", f"ConfigMap cozy-system/cozystack ({writes} writes)")
             return {"version": site.cluster.cozystack_version, "objects": [_name(o) for o in objs]}
@@ -176,9 +182,19 @@ class Contract(_PlatformStage):
         if await poll(established, deadline) is None:
             raise StageFailed("CustomResourceDefinition packages.cozystack.io never became Established")
         package = manifests.platform_package(site)
-        await applier.ensure_all([manifests.system_namespace(), package])
+        await applier.ensure_all([namespace, package])
         _say(ctx, self.name, "done", f"Package {manifests.PACKAGE_NAME} variant {package['spec']['variant']}")
         return {"version": site.cluster.cozystack_version, "objects": [_name(d) for d in [*docs, package]]}
+
+
+def _system_namespace(site: Site) -> dict[str, Any]:
+    """cozy-system exactly as the pinned installer/operator manifest declares it (when it does), so
+    the contract and the installer apply one identical object instead of two competing ones."""
+    for docs in assets.load(site).values():
+        for doc in docs:
+            if doc.get("kind") == "Namespace" and doc["metadata"]["name"] == manifests.SYSTEM_NAMESPACE:
+                return doc
+    return manifests.system_namespace()
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -227,7 +243,7 @@ class HelmReleases(_PlatformStage):
         )
 
     async def run(self, ctx: RunContext) -> None:
-        kube = Kube(kubeconfig_path(ctx))
+        kube = open_kube(ctx)
         try:
             applier = Applier(kube, ctx.layout.platform_journal)
             await self.wait(ctx, kube, applier)
@@ -250,18 +266,37 @@ class HelmReleases(_PlatformStage):
         last_line = ""
         gave_up: dict[str, float] = {}
 
+        idle = float(ctx.options.get("watch_idle", 10.0))
+
         async def watcher() -> None:
+            # List, then one watch over every HelmRelease; a watch that ends, errs or goes silent
+            # for ``idle`` seconds (a stalled stream) is replaced after a fresh list.
             while True:
-                for hr in await kube.list(*HR):
-                    live[_key(hr)] = hr
+                try:
+                    fresh = {_key(hr): hr for hr in await kube.list(*HR)}
+                except ApiCallError as exc:
+                    if exc.code != 404:
+                        raise
+                    await asyncio.sleep(1.0)  # Flux's CRDs are not installed yet: nothing to watch
+                    continue
+                live.clear()
+                live.update(fresh)
                 changed.set()
-                async for event, hr in kube.watch(*HR, server_timeout=30):
-                    if event == "DELETED":
-                        live.pop(_key(hr), None)
-                    else:
-                        live[_key(hr)] = hr
-                    changed.set()
-                await asyncio.sleep(0.2)
+                stream = kube.watch(*HR, server_timeout=int(idle * 3)).__aiter__()
+                try:
+                    while True:
+                        event, hr = await asyncio.wait_for(stream.__anext__(), timeout=idle)
+                        if event == "DELETED":
+                            live.pop(_key(hr), None)
+                        else:
+                            live[_key(hr)] = hr
+                        changed.set()
+                except (TimeoutError, StopAsyncIteration):
+                    pass
+                finally:
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
 
         task = asyncio.create_task(watcher())
         try:

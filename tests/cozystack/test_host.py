@@ -1,0 +1,232 @@
+"""The platform stages against the Kubernetes API stand-in (``provisioner/lab/kube``, host mode).
+
+The test plays Flux for HelmRelease status (``standin_harness``), so waiting, root cause and
+nudges run over a real API with a real watch; the Cozystack simulator is not needed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from platform_sites import HOSTED
+from standin_harness import annotations, client, create_hr, install_hr_crd, request_counts, set_ready, writes
+
+from provisioner.cli import main
+from provisioner.cozystack.progress import PlatformProgress
+from provisioner.cozystack.releases import expected_releases
+from provisioner.cozystack.stages import ApiReady, HelmReleases, read_record
+from provisioner.events import EventLog
+from provisioner.inventory import load_inventory
+from provisioner.lab.kube.host import KubeHost, running
+from provisioner.layout import StateLayout
+from provisioner.pipeline.base import StageFailed
+from provisioner.pipeline.context import RunContext
+from provisioner.state import StateStore
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[KubeHost]:
+    with running(tmp_path / "kube") as h:
+        yield h
+
+
+def hosted_site(tmp_path: Path, kubeconfig: Path, bundle: str = "paas-hosted", **cluster: Any) -> Path:
+    doc = json.loads(json.dumps(HOSTED))
+    doc["cluster"].update({"bundle": bundle, "state_dir": str(tmp_path / "state"), **cluster})
+    doc["hosted"]["kubeconfig"] = str(kubeconfig)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def context(site_path: Path, **options: Any) -> RunContext:
+    site = load_inventory(site_path).site
+    layout = StateLayout(site.state_dir)
+    store = StateStore(site.state_dir)
+    return RunContext(site, layout, store, EventLog(store.events_path), PlatformProgress("json"), options)
+
+
+STAGES = ["--stage", "api-ready", "--stage", "contract", "--stage", "installer-assets"]
+
+
+def test_contract_and_installer_then_a_rerun_writes_nothing(
+    tmp_path: Path, host: KubeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = hosted_site(tmp_path, host.kubeconfig)
+    assert main(["-i", str(site), "platform", "assets", "lab-import"]) == 0
+    lock = yaml.safe_load((tmp_path / "cozystack-assets.lock.yaml").read_text())
+    assert set(lock["assets"]["v0.41.11"]) == {"cozystack-installer.yaml"}
+    request_counts(host.kubeconfig, reset=True)
+    assert main(["-i", str(site), "-o", "json", "platform", "install", *STAGES]) == 0
+    first = request_counts(host.kubeconfig)
+    out = _last_json(capsys)
+    assert out["writes"] == 5  # Namespace, ConfigMap, ServiceAccount, ClusterRoleBinding, Deployment
+    assert writes(first) == 5, first
+    assert sum(first.values()) / out["writes"] <= 1.5, first
+
+    c = client(host.kubeconfig)
+    from provisioner.cozystack.kube import resource_class
+
+    dep = c.get(resource_class("apps/v1", "Deployment"), "cozystack", namespace="cozy-system")
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("203.0.113.5", "6443")
+    cm = c.get(resource_class("v1", "ConfigMap"), "cozystack", namespace="cozy-system")
+    assert cm.data["bundle-name"] == "paas-hosted" and cm.data["root-host"] == "h.example.com"
+
+    request_counts(host.kubeconfig, reset=True)
+    assert main(["-i", str(site), "-o", "json", "platform", "install", "--redo", *STAGES]) == 0
+    assert _last_json(capsys)["writes"] == 0
+    assert writes(request_counts(host.kubeconfig)) == 0
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    text = capsys.readouterr().out
+    return json.loads(text[text.index("{") :])
+
+
+def test_foreign_ca_kubeconfig_is_refused(
+    tmp_path: Path, host: KubeHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running(tmp_path / "other") as other:
+        cfg = yaml.safe_load(host.kubeconfig.read_text())
+        foreign = yaml.safe_load(other.kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"]["certificate-authority-data"] = foreign["clusters"][0]["cluster"][
+            "certificate-authority-data"
+        ]
+        bad = tmp_path / "foreign.kubeconfig"
+        bad.write_text(yaml.safe_dump(cfg))
+        site = hosted_site(tmp_path, bad)
+        assert main(["-i", str(site), "platform", "install", "--stage", "api-ready"]) == 2
+        err = capsys.readouterr().err
+        assert host.server in err and "not signed by the CA" in err and str(bad) in err
+
+
+def test_unreachable_endpoint_is_named(tmp_path: Path, host: KubeHost) -> None:
+    cfg = yaml.safe_load(host.kubeconfig.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # discard port: nothing listens
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text(yaml.safe_dump(cfg))
+    ctx = context(hosted_site(tmp_path, dead), api_attempts=2)
+    from provisioner.errors import OperationError
+
+    with pytest.raises(OperationError, match=r"https://127\.0\.0\.1:9 is unreachable"):
+        asyncio.run(ApiReady().run(ctx))
+
+
+def test_api_faults_are_absorbed(tmp_path: Path) -> None:
+    with running(tmp_path / "kube", faults="seed=7,api500=0.05,reset=0.05") as h:
+        site = hosted_site(tmp_path, h.kubeconfig)
+        assert main(["-i", str(site), "platform", "assets", "lab-import"]) == 0
+        for _ in range(3):  # enough requests that some faults hit
+            assert main(["-i", str(site), "platform", "install", "--redo", *STAGES]) == 0
+        counts = request_counts(h.kubeconfig)
+        assert sum(counts.values()) > 20
+
+
+class Flux(threading.Thread):
+    """Marks every expected HelmRelease Ready, except ``broken`` (InstallFailed) which recovers
+    only when nudged if ``heals``; its dependents report DependencyNotReady meanwhile."""
+
+    def __init__(self, kubeconfig: Path, expected: dict[str, Any], broken: str, heals: bool) -> None:
+        super().__init__(daemon=True)
+        self.c = client(kubeconfig)
+        self.expected, self.broken, self.heals = expected, broken, heals
+        self.stop = threading.Event()
+        self.nudged = False
+
+    def blocked(self, key: str) -> bool:
+        seen, todo = set(), [key]
+        while todo:
+            k = todo.pop()
+            for d in self.expected[k].depends_on:
+                if d == self.broken and not self.nudged:
+                    return True
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return False
+
+    def run(self) -> None:
+        install_hr_crd(self.c)
+        for key in self.expected:
+            create_hr(self.c, key)
+        while not self.stop.is_set():
+            if (
+                self.heals
+                and not self.nudged
+                and annotations(self.c, self.broken).get("reconcile.fluxcd.io/requestedAt")
+            ):
+                self.nudged = True
+            for key in self.expected:
+                if key == self.broken and not self.nudged:
+                    set_ready(self.c, key, "False", "InstallFailed", "Helm install failed: chart broken")
+                elif self.blocked(key):
+                    set_ready(
+                        self.c, key, "False", "DependencyNotReady", f"dependency '{self.broken}' is not ready"
+                    )
+                else:
+                    set_ready(self.c, key, "True", "InstallSucceeded", "Helm install succeeded")
+            self.stop.wait(0.3)
+
+
+NUDGE = {"nudge_after": 0.3, "nudge_interval": 1.0, "nudge_max": 2, "watch_idle": 2.0, "timeout": 60}
+
+
+def test_stuck_release_is_nudged_and_the_install_completes(tmp_path: Path, host: KubeHost) -> None:
+    ctx = context(hosted_site(tmp_path, host.kubeconfig, "distro-hosted"), **NUDGE)
+    expected = expected_releases("distro-hosted")
+    flux = Flux(host.kubeconfig, expected, "cozy-cert-manager/cert-manager-crds", heals=True)
+    flux.start()
+    try:
+        asyncio.run(HelmReleases().run(ctx))
+    finally:
+        flux.stop.set()
+        flux.join()
+    assert flux.nudged
+    rec = read_record(ctx.layout, "helmreleases")
+    assert rec is not None and rec["bundle"] == "distro-hosted" and isinstance(rec["updated"], float)
+    assert set(rec["releases"]) == set(expected)
+    assert all(r["ready"] is True and r["blockedBy"] is None for r in rec["releases"].values())
+    assert rec["releases"]["cozy-cert-manager/cert-manager"]["dependsOn"] == [
+        "cozy-cert-manager/cert-manager-crds"
+    ]
+    assert HelmReleases().done(ctx.layout)
+    nudges = [line for line in ctx.progress.lines if line[1] == "nudge"]
+    assert nudges and "cert-manager-crds (reconcile) after InstallFailed" in nudges[0][2]
+
+
+def test_permanent_failure_names_the_root_and_its_blocked_dependents(tmp_path: Path, host: KubeHost) -> None:
+    ctx = context(hosted_site(tmp_path, host.kubeconfig, "distro-hosted"), **NUDGE)
+    flux = Flux(
+        host.kubeconfig,
+        expected_releases("distro-hosted"),
+        "cozy-cert-manager/cert-manager-crds",
+        heals=False,
+    )
+    flux.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StageFailed) as exc:
+            asyncio.run(HelmReleases().run(ctx))
+    finally:
+        flux.stop.set()
+        flux.join()
+    text = str(exc.value)
+    assert time.monotonic() - started < 30  # gave up after the bounded nudges, not the time box
+    assert "still failing after 2 nudges: cozy-cert-manager/cert-manager-crds" in text
+    assert "cozy-cert-manager/cert-manager-crds: InstallFailed: Helm install failed: chart broken" in text
+    assert "blocks 2: cozy-cert-manager/cert-manager, cozy-system/lineage-controller-webhook" in text
+    rec = read_record(ctx.layout, "helmreleases")
+    assert (
+        rec["releases"]["cozy-system/lineage-controller-webhook"]["blockedBy"]
+        == "cozy-cert-manager/cert-manager-crds"
+    )
+    assert not HelmReleases().done(ctx.layout)
