@@ -74,7 +74,7 @@ def test_lab_run(browser: Any, lab_run: tuple[SiteView, StateLayout]) -> None:
     tenants = browser.execute_script(
         "return Array.from(document.querySelectorAll('.tenant')).map(t => t.dataset.namespace)"
     )
-    assert tenants == ["tenant-root", "tenant-demo"]
+    assert tenants == ["tenant-root", "tenant-demo", "tenant-demo-dev"]  # lab.yaml: demo has a grandchild
     screenshot(browser, "report-lab-run.png")
     assert console_errors(browser) == []
 
