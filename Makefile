@@ -124,3 +124,8 @@ test-report: setup
 
 bench-report: setup
 	$(PY) benchmarks/bench_report.py
+
+# Event log (provisioner/events.py): one poll for a node's new events against a 200,000-line log.
+.PHONY: bench-events
+bench-events: setup
+	$(PY) benchmarks/bench_events.py

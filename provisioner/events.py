@@ -5,19 +5,40 @@ Several processes write it (the netboot service, dnsmasq's lease script, ``up``)
 serialised by an advisory lock; event ids are monotonic across all writers because the
 writer reads the last id under the same lock. A torn last line (a crash mid-write) is
 skipped by readers and never breaks the next append.
+
+Reading is incremental. Each ``EventLog`` keeps an in-memory index fed by a tail reader
+that remembers its byte offset and reads only bytes appended since the last look (a
+partial last line waits for its newline), with the events of each node in id order. So
+``up``, polling every node several times a second, pays for new lines only: a poll for a
+node's new events is a dictionary lookup and a bisect, whatever the size of the log
+(re-reading the whole file cost 248 ms per poll at 20,000 lines).
+
+The log is rotated by size: an append that would take ``events.jsonl`` past
+``max_bytes`` first renames it to ``events.jsonl.1`` (older ones shift to ``.2`` ...,
+``keep`` of them are kept). Ids stay monotonic across rotation (the writer takes the last
+id from the rotated file when the new one is still empty), and readers follow it: a tail
+reader finds the file it was reading under its rotated name by inode, finishes it, then
+starts on the new one. The in-memory index holds the current file and the one before it;
+older history is streamed from the rotated files when ``iter`` asks for it.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fsutil import locked
+from .fsutil import fsync_dir, locked
+
+log = logging.getLogger(__name__)
 
 # Event kinds other modules emit; keep them here so readers and writers agree.
 DHCP_LEASE = "dhcp.lease"
@@ -29,8 +50,13 @@ CONFIG_DENIED = "config.denied"
 NODE_STEP = "node.step"
 CLUSTER_STEP = "cluster.step"
 
+# A busy 1,000-node run writes a few hundred thousand short lines (~200 bytes each); 64 MiB
+# keeps a whole run in one file, and bounds what a reader indexes in memory.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_KEEP = 3  # rotated files kept: events.jsonl.1 .. .3
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: int
     time: float
@@ -43,38 +69,201 @@ class Event:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
 
-class EventLog:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = self.path.with_name(self.path.name + ".lock")
-        self._cache_offset = 0
-        self._last_id = 0
+def parse_event(line: bytes) -> Event | None:
+    """One JSON line as an ``Event``, or None when it is not one (torn or hand-edited)."""
+    try:
+        raw = json.loads(line)
+        return Event(
+            int(raw["id"]),
+            float(raw["time"]),
+            str(raw["kind"]),
+            raw.get("node"),
+            raw.get("outcome", "ok"),
+            raw.get("data") or {},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
-    def _scan_last_id(self) -> int:
-        """The highest id on disk, reading only what was appended since the last scan."""
+
+class _All:
+    """Marker: every node (``None`` is a real key: events about no node)."""
+
+
+NodeFilter = str | type[_All] | None
+
+
+class _Index:
+    """Event lines in id order, and per node, with the boundary where each file began.
+
+    Lines are kept as the bytes read (about 200 each) and parsed again when asked for: a
+    poll parses only the few events it returns, and a 300,000-line log costs tens of MB,
+    not the several hundred that parsed events with their dicts would."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.ids: list[int] = []
+        self.by_node: dict[str | None, list[bytes]] = {}
+        self.node_ids: dict[str | None, list[int]] = {}
+        self.file_starts: list[int] = [0]  # positions in ``lines`` where a file's events begin
+
+    def add(self, ev: Event, line: bytes) -> None:
+        if self.ids and ev.id <= self.ids[-1]:
+            return  # a duplicate (a re-read after a rotation race): ids only grow
+        self.lines.append(line)
+        self.ids.append(ev.id)
+        self.by_node.setdefault(ev.node, []).append(line)
+        self.node_ids.setdefault(ev.node, []).append(ev.id)
+
+    def new_file(self) -> None:
+        """A rotation: keep this file's and the previous file's events, drop older ones."""
+        self.file_starts.append(len(self.lines))
+        if len(self.file_starts) > 2:
+            cut = self.file_starts[-2]
+            kept = self.lines[cut:]
+            self.lines, self.ids, self.by_node, self.node_ids = [], [], {}, {}
+            for line in kept:
+                self.add(_parsed(line), line)
+            self.file_starts = [0, self.file_starts[-1] - cut]
+
+    @property
+    def last_id(self) -> int:
+        return self.ids[-1] if self.ids else 0
+
+    @property
+    def first_id(self) -> int | None:
+        return self.ids[0] if self.ids else None
+
+    def since(self, since: int, node: NodeFilter) -> list[bytes]:
+        if node is _All:
+            return self.lines[bisect.bisect_right(self.ids, since) :]
+        ids = self.node_ids.get(node)  # type: ignore[arg-type]
+        if not ids:
+            return []
+        return self.by_node[node][bisect.bisect_right(ids, since) :]  # type: ignore[index]
+
+
+def _parsed(line: bytes) -> Event:
+    """A line the index accepted (so it parses)."""
+    ev = parse_event(line)
+    assert ev is not None
+    return ev
+
+
+class EventLog:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = max(1, keep)
+        self._lock = self.path.with_name(self.path.name + ".lock")
+        self._mutex = threading.RLock()  # the netboot server appends from many threads
+        self._index = _Index()
+        self._ino: int | None = None  # the file the tail reader is reading
+        self._offset = 0  # bytes of it already indexed (always at a line boundary)
+        self._line_no = 0  # lines of it already read, for located warnings
+        self._rotated_last_id = 0  # the last id of the rotated files, when the current one is empty
+
+    # --- tail reader ------------------------------------------------------------------------
+
+    def rotated(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def _read_from(self, path: Path, ino: int) -> None:
+        """Index the complete lines of ``path`` (inode ``ino``) past the remembered offset."""
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self._cache_offset)
-                for line in fh:
-                    if not line.endswith(b"\n"):
-                        break
-                    self._cache_offset += len(line)
-                    try:
-                        self._last_id = max(self._last_id, int(json.loads(line)["id"]))
-                    except (ValueError, KeyError, TypeError):
-                        continue
+            fh = open(path, "rb")  # noqa: SIM115 - closed below; fstat needs the handle
         except FileNotFoundError:
-            pass
-        return self._last_id
+            return
+        with fh:
+            if os.fstat(fh.fileno()).st_ino != ino:
+                return
+            fh.seek(self._offset)
+            chunk = fh.read()
+        end = chunk.rfind(b"\n") + 1  # a partial last line waits for its newline
+        if not end:
+            return
+        for line in chunk[:end].splitlines():
+            self._line_no += 1
+            if not line.strip():
+                continue
+            ev = parse_event(line)
+            if ev is None:
+                log.warning(
+                    "%s:%d: malformed event line skipped (a write cut short by a crash, or an edit); "
+                    "node records are unaffected: `provisioner status` shows each node, and the line "
+                    "may be deleted",
+                    path,
+                    self._line_no,
+                )
+                continue
+            self._index.add(ev, bytes(line))
+        self._offset += end
+
+    def _refresh(self) -> None:
+        with self._mutex:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if self._ino is not None and (st is None or st.st_ino != self._ino):
+                # Our file was rotated (or removed/replaced): finish it under its new name.
+                old = self._find_rotated(self._ino)
+                if old is not None:
+                    self._read_from(old, self._ino)
+                    self._index.new_file()
+                else:  # replaced by an unrelated file (state directory recreated): start over
+                    self._index = _Index()
+                self._ino, self._offset, self._line_no = None, 0, 0
+            if st is None:
+                return
+            if self._ino is None:
+                self._ino = st.st_ino
+            elif st.st_size < self._offset:  # truncated in place: start over
+                self._index, self._offset, self._line_no = _Index(), 0, 0
+            if st.st_size > self._offset:
+                self._read_from(self.path, self._ino)
+
+    def _find_rotated(self, ino: int) -> Path | None:
+        for n in range(1, self.keep + 1):
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.rotated(n)).st_ino == ino:
+                    return self.rotated(n)
+        return None
+
+    def _tail_id(self, path: Path) -> int:
+        """The highest id in ``path`` (0: no file, or no event in it), from its tail when the
+        last 64 KiB hold an event, else (hand-edited garbage at the end) from every line."""
+        try:
+            with open(path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 65536))
+                tail = fh.read()
+                for line in reversed(tail.splitlines()):
+                    ev = parse_event(line)
+                    if ev is not None:
+                        return ev.id
+                if size <= 65536:
+                    return 0
+                fh.seek(0)
+                return max((ev.id for ev in map(parse_event, fh) if ev is not None), default=0)
+        except FileNotFoundError:
+            return 0
+
+    # --- writing ----------------------------------------------------------------------------
 
     def append(self, kind: str, node: str | None = None, outcome: str = "ok", **data: Any) -> Event:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self._lock):
-            size = self.path.stat().st_size if self.path.exists() else 0
-            if size < self._cache_offset:  # the log was replaced: rescan
-                self._cache_offset, self._last_id = 0, 0
-            event = Event(self._scan_last_id() + 1, time.time(), kind, node, outcome, data)
+        with locked(self._lock), self._mutex:
+            if self._ino is not None:  # this instance keeps an index: bring it up to date
+                self._refresh()
+            # A writer that never read (the lease hook, a process per DHCP event) takes the
+            # last id from the file's tail instead of indexing the whole log.
+            last = self._index.last_id or self._tail_id(self.path) or self._tail_id(self.rotated(1))
+            event = Event(last + 1, time.time(), kind, node, outcome, data)
             line = event.to_json().encode() + b"\n"
+            size = self.path.stat().st_size if self.path.exists() else 0
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+                size = 0
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 # A torn line from a crashed writer: start ours on a fresh line.
@@ -84,34 +273,76 @@ class EventLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._last_id = event.id
-            self._cache_offset = self.path.stat().st_size
+            if size == 0:
+                fsync_dir(self.path.parent)  # a new file: its name must survive a power loss
+            if self._ino is not None:
+                self._refresh()
         return event
 
-    def read(self, since: int = 0) -> list[Event]:
-        return list(self.iter(since))
+    def _rotate(self) -> None:
+        """events.jsonl -> .1 -> .2 ...; the oldest beyond ``keep`` is removed. Under the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.rotated(self.keep))
+        for n in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.rotated(n), self.rotated(n + 1))
+        os.replace(self.path, self.rotated(1))
+        fsync_dir(self.path.parent)
 
-    def iter(self, since: int = 0) -> Iterator[Event]:
-        try:
-            with open(self.path, "rb") as fh:
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self, since: int = 0, node: NodeFilter = _All) -> list[Event]:
+        return list(self.iter(since, node))
+
+    def iter(self, since: int = 0, node: NodeFilter = _All) -> Iterator[Event]:
+        """Events with id > ``since`` in id order; only ``node``'s when given (None: events
+        about no node). Recent events come from the index; older ones than it holds are
+        streamed from the rotated files."""
+        with self._mutex:
+            self._refresh()
+            first = self._index.first_id
+            recent = self._index.since(since, node)
+        if first is None or since < first - 1:
+            yield from self._from_rotated(since, first, node)
+        for line in recent:
+            yield _parsed(line)
+
+    def _from_rotated(self, since: int, before: int | None, node: NodeFilter) -> Iterator[Event]:
+        for n in range(self.keep, 0, -1):
+            try:
+                fh = open(self.rotated(n), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with fh:
                 for line in fh:
                     if not line.endswith(b"\n"):
-                        return
-                    try:
-                        raw = json.loads(line)
-                        ev = Event(
-                            int(raw["id"]), float(raw["time"]), str(raw["kind"]), raw.get("node"),
-                            raw.get("outcome", "ok"), raw.get("data") or {},
-                        )
-                    except (ValueError, KeyError, TypeError):
+                        break
+                    ev = parse_event(line)
+                    if ev is None or ev.id <= since or (node is not _All and ev.node != node):
                         continue
-                    if ev.id > since:
-                        yield ev
-        except FileNotFoundError:
-            return
+                    if before is not None and ev.id >= before:
+                        return
+                    yield ev
+
+    def latest(self, node: str | None, kind: str | None = None) -> Event | None:
+        """The newest event about ``node`` (of ``kind``, if given) in the index."""
+        with self._mutex:
+            self._refresh()
+            lines = self._index.by_node.get(node, [])
+            if kind is None:
+                return _parsed(lines[-1]) if lines else None
+            needle = f'"kind":{json.dumps(kind)}'.encode()
+            for line in reversed(lines):
+                if needle in line:
+                    ev = _parsed(line)
+                    if ev.kind == kind:
+                        return ev
+        return None
 
     def last_id(self) -> int:
-        return self._scan_last_id()
+        with self._mutex:
+            self._refresh()
+            return self._index.last_id or self._tail_id(self.rotated(1))
 
     def wait_for(
         self,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .fsutil import atomic_write, private_dir
+from .records import NODE_RECORD_SHAPE, MalformedState, node_recovery, read_cluster_record, read_record
 
 
 class Phase(StrEnum):
@@ -57,6 +59,8 @@ class NodeRecord:
     @classmethod
     def from_json(cls, text: str) -> NodeRecord:
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("expected a JSON object")
         raw["phase"] = Phase(raw.get("phase", "blank"))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
@@ -84,14 +88,18 @@ class StateStore:
         return self.nodes_dir / f"{name}.json"
 
     def node(self, name: str) -> NodeRecord:
-        try:
-            return NodeRecord.from_json(self._path(name).read_text())
-        except FileNotFoundError:
+        """The node's record; a blank one when there is none. A record that exists but cannot
+        be read raises ``MalformedState`` (exit 2, naming the file and the way out): read as
+        blank it would get an installed node reinstalled."""
+        path = self._path(name)
+        recovery = node_recovery(path, name)
+        raw = read_record(path, NODE_RECORD_SHAPE, recovery, required=("phase",))
+        if raw is None:
             return NodeRecord(name)
-        except (ValueError, TypeError, KeyError):
-            # A record that cannot be read is treated as unknown progress, never as
-            # "installed": the worst case is redoing a step, not skipping one.
-            return NodeRecord(name, error="state record was unreadable and has been reset")
+        if raw["phase"] not in _ORDER:
+            known = ", ".join(p.value for p in Phase)
+            raise MalformedState(path, f"field 'phase' is {raw['phase']!r}, not one of {known}", recovery)
+        return NodeRecord.from_json(json.dumps(raw))
 
     def save(self, record: NodeRecord) -> NodeRecord:
         private_dir(self.root)
@@ -105,6 +113,16 @@ class StateStore:
 
     def is_installed(self, name: str) -> bool:
         return self.node(name).installed
+
+    def check(self, names: Iterable[str]) -> None:
+        """Read every record a run relies on (these nodes' and ``cluster.json``) before it
+        starts: a malformed one stops it with exit 2 (``MalformedState``: file, problem,
+        recovery) before any machine is touched, instead of half-way through."""
+        from .layout import StateLayout
+
+        for name in names:
+            self.node(name)
+        read_cluster_record(StateLayout(self.root).cluster_record)
 
     def all(self) -> list[NodeRecord]:
         if not self.nodes_dir.exists():

@@ -9,7 +9,8 @@ import click
 
 from ..errors import OperationError
 from ..events import EventLog
-from ..state import Phase, StateStore
+from ..records import MalformedState
+from ..state import NodeRecord, StateStore
 from .context import App, pass_app
 from .output import emit
 
@@ -45,6 +46,7 @@ def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int
     nodes = app.selected()
     # Said first, on stderr: a run from an unexpected directory shows which state it uses.
     click.echo(f"state directory: {site.state_dir}", err=True)
+    StateStore(site.state_dir).check(n.name for n in nodes)  # malformed records: exit 2, nothing touched
     if app.output == "json" and progress_mode == "auto":
         progress_mode = "json"
     result = run_up(
@@ -74,21 +76,22 @@ def status(app: App) -> None:
     site = app.site
     store = StateStore(site.state_dir)
     events = EventLog(store.events_path)
-    last: dict[str, Any] = {}
-    for event in events.iter():
-        if event.node:
-            last[event.node] = event
     rows = []
     for node in app.selected():
-        rec = store.node(node.name)
-        ev = last.get(node.name)
+        phase: str | None = None
+        try:
+            rec = store.node(node.name)
+        except MalformedState as exc:  # shown, not fatal: status is where the operator looks first
+            phase = "unreadable"  # never shown as blank: the node may well be installed
+            rec = NodeRecord(node.name, error=f"{exc.path}: {exc.problem}. {exc.recovery}")
+        ev = events.latest(node.name)
         rows.append(
             {
                 "name": node.name,
                 "rack": node.rack,
                 "role": node.role.value,
-                "phase": rec.phase.value,
-                "installed": rec.installed,
+                "phase": phase or rec.phase.value,
+                "installed": None if phase else rec.installed,
                 "error": rec.error,
                 "last_event": None
                 if ev is None
@@ -101,9 +104,10 @@ def status(app: App) -> None:
                 },
             }
         )
-    from ..workflow.clusterflow import ClusterState, cluster_state_path
+    from ..layout import StateLayout
+    from ..workflow.clusterflow import ClusterState
 
-    cluster = ClusterState.load(cluster_state_path(store))
+    cluster = ClusterState.load(StateLayout(site.state_dir).cluster_record)  # malformed: exit 2
     data = {
         "cluster": site.cluster.name,
         "formed": cluster.formed,
@@ -149,8 +153,10 @@ def reset(app: App, yes: bool) -> None:
             except talos_ops.TalosUnavailable as exc:
                 failed.append(f"{node.name}: {exc}")
                 continue
-            store.update(node.name, phase=Phase.BLANK, installed=False, attempts=0, error=None, extra={})
-            EventLog(store.events_path).append("node.reset", node=node.name)
+            # A fresh record (never read: the old one may be the malformed record this reset
+            # recovers from); events before the reset no longer count for this node.
+            reset_ev = EventLog(store.events_path).append("node.reset", node=node.name)
+            store.save(NodeRecord(node.name, last_event=reset_ev.id))
             click.echo(f"{node.name}: wiped, marked blank", err=True)
     if failed:
         raise OperationError("reset failed for " + "; ".join(failed))

@@ -2,8 +2,10 @@
 
 Identity comes from what iPXE/Talos put in the query (MAC, SMBIOS UUID) and, for machine
 configs, from the source address: a config is secret material (it holds the cluster's
-keys), so it only goes to the node's own reserved address, and never again once the node
-is installed. Every decision is written to the event log, which ``up`` waits on.
+keys), so it is served only under URL delivery (apply delivery pushes it over the Talos
+API; ``/config`` then answers 403), only to the node's own reserved address, and never
+again once the node is recorded installed (or when its record cannot be read). Every
+decision is written to the event log, which ``up`` waits on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import netaddr
 
 from ..events import ASSET_DOWNLOAD, CONFIG_DENIED, CONFIG_FETCH, IPXE_SCRIPT, IPXE_UNKNOWN, EventLog
-from ..inventory.model import Node, Site
+from ..inventory.model import ConfigDelivery, Node, Site
+from ..records import MalformedState
 from ..state import StateStore
 from . import ipxe
 from .http import Reply, Request, safe_join
@@ -121,7 +124,14 @@ class NetbootRoutes:
         if node.name not in self.selected:
             self.events.append(IPXE_SCRIPT, node.name, "local-disk", reason="not selected", **ident)
             return Reply.text(200, ipxe.local_disk_script(node), IPXE_TYPE)
-        if self.store.is_installed(node.name):
+        try:
+            installed = self.store.is_installed(node.name)
+        except MalformedState as exc:  # never reinstall on a guess: boot what is on the disk
+            self.events.append(
+                IPXE_SCRIPT, node.name, "local-disk", reason=f"node record unreadable: {exc.problem}", **ident
+            )
+            return Reply.text(200, ipxe.local_disk_script(node), IPXE_TYPE)
+        if installed:
             self.events.append(IPXE_SCRIPT, node.name, "local-disk", reason="installed", **ident)
             return Reply.text(200, ipxe.local_disk_script(node), IPXE_TYPE)
         missing = [f for f in (ipxe.KERNEL, ipxe.INITRAMFS) if not (self.assets_dir / f).is_file()]
@@ -137,6 +147,14 @@ class NetbootRoutes:
     def config(self, req: Request) -> Reply:
         uuid = normalise_uuid(req.query.get("uuid", ""))
         ident = {"uuid": uuid or req.query.get("uuid"), "ip": req.client_ip}
+        if self.site.cluster.talos.config_delivery is not ConfigDelivery.URL:
+            # Apply delivery pushes configs over the Talos API: nothing is served over HTTP.
+            known = self.by_ip.get(req.client_ip)
+            self.events.append(
+                CONFIG_DENIED, known.name if known else None, "denied",
+                reason="config delivery is apply: configs are never served over HTTP", **ident,
+            )
+            return Reply.text(403, "forbidden: config delivery is apply\n")
         node = self.by_uuid.get(uuid) if uuid else None
         if node is None:
             node = self.by_ip.get(req.client_ip)
@@ -155,8 +173,15 @@ class NetbootRoutes:
                 CONFIG_DENIED, node.name, "denied", reason="request from a foreign address", **ident
             )
             return Reply.text(403, "forbidden\n")
-        if node.name not in self.selected or self.store.is_installed(node.name):
-            why = "installed" if self.store.is_installed(node.name) else "not selected"
+        try:
+            installed = self.store.is_installed(node.name)
+        except MalformedState as exc:  # unknown progress is never "not installed": no config
+            self.events.append(
+                CONFIG_DENIED, node.name, "denied", reason=f"node record unreadable: {exc.problem}", **ident
+            )
+            return Reply.text(403, "no config: node record unreadable\n")
+        if node.name not in self.selected or installed:
+            why = "installed" if installed else "not selected"
             self.events.append(CONFIG_DENIED, node.name, "denied", reason=why, **ident)
             return Reply.text(403, f"no config: node is {why}\n")
         path = self.configs_dir / f"{node.name}.yaml"

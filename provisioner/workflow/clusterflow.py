@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..fsutil import atomic_write
 from ..inventory.model import Node, Site
+from ..records import read_cluster_record
 from ..state import Phase, StateStore
 from . import talos_ops
 from .progress import Progress
@@ -35,11 +36,10 @@ class ClusterState:
 
     @classmethod
     def load(cls, path: Path) -> ClusterState:
-        try:
-            raw = json.loads(path.read_text())
-            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-        except FileNotFoundError:
+        raw = read_cluster_record(path)  # MalformedState (exit 2, file + recovery) if unreadable
+        if raw is None:
             return cls()
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
     def save(self, path: Path) -> None:
         atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")

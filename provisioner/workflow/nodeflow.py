@@ -117,7 +117,7 @@ async def power_on(run: NodeRun) -> NodeRecord:
 def _config_fetched_since(run: NodeRun, since: int) -> bool:
     return any(
         ev.kind == CONFIG_FETCH and ev.node == run.name and ev.outcome == "ok"
-        for ev in run.events.iter(since)
+        for ev in run.events.iter(since, node=run.name)  # this node's new events only (indexed)
     )
 
 
