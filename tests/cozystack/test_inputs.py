@@ -118,3 +118,9 @@ def test_validate_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     load_path.write_text(yaml.safe_dump(doc))
     assert main(["-i", str(load_path), "validate"]) == 2
     assert "has no variant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["hosted.yaml", "hosted-v1.yaml", "lab.yaml"])
+def test_examples_validate(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parents[2] / "inventory" / "examples" / name
+    assert main(["-i", str(path), "validate"]) == 0, capsys.readouterr().err
