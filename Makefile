@@ -129,3 +129,13 @@ bench-report: setup
 .PHONY: bench-events
 bench-events: setup
 	$(PY) benchmarks/bench_events.py
+
+# Kubernetes API server stand-in (provisioner/lab/kube/): contract tests against a host cluster
+# (real etcd, the server over mutual TLS, lightkube and kubectl as clients; part of `make test`),
+# and its request-rate benchmark (target >= 300 server-side applies/s).
+.PHONY: test-kube bench-kube
+test-kube: setup
+	$(VENV)/bin/pytest tests/kube -p no:cacheprovider $(PYTEST_ARGS)
+
+bench-kube: setup
+	$(PY) benchmarks/bench_kube.py

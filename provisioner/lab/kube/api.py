@@ -46,6 +46,7 @@ log = logging.getLogger("kube-stand-in")
 
 JSON = "application/json"
 APPLY = ("application/apply-patch+yaml", "application/apply-patch+json")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -97,6 +98,10 @@ def _table(objs: list[dict[str, Any]], rv: str, cont: str | None = None) -> dict
     if cont:
         doc["metadata"]["continue"] = cont
     return doc
+
+
+class _NeedNamespaceCheck(Exception):
+    """Apply is about to create an object: its namespace must be checked first (async)."""
 
 
 class KubeAPI:
@@ -302,7 +307,10 @@ class KubeAPI:
                 "UnsupportedMediaType",
             )
         try:
-            doc = yaml.safe_load(req.body) if yaml_ok else json.loads(req.body or b"null")
+            if yaml_ok and not req.body.lstrip().startswith(b"{"):
+                doc = yaml.load(req.body, Loader=_YAML_LOADER)
+            else:
+                doc = json.loads(req.body or b"null")  # JSON is YAML too; clients send it
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(
                 400, f"the request body is not valid {'YAML' if yaml_ok else 'JSON'}: {exc}"
@@ -496,13 +504,13 @@ class KubeAPI:
                 raise ApiError(400, "an applied configuration needs apiVersion and kind")
             self._validate_name(rtype, name)
             force = req.query.get("force") in ("true", "1")
-            is_new = not await self.store.exists(rtype, ns, name)
-            if is_new:
-                await self._check_namespace(rtype, ns)
+            namespace_checked = False
 
             def mutate(cur: dict[str, Any] | None) -> dict[str, Any] | None:
                 nonlocal created
                 created = cur is None
+                if cur is None and not namespace_checked:
+                    raise _NeedNamespaceCheck()
                 skip_status = sub != "status" and rtype.status
                 try:
                     new = managed.apply(cur, applied, manager, force, rtype.api_version, skip_status)
@@ -552,8 +560,16 @@ class KubeAPI:
             cur = None
             with contextlib.suppress(ApiError):
                 cur = await self.store.get(rtype, ns, name)
+            if cur is None and apply:
+                await self._check_namespace(rtype, ns)
+                namespace_checked = True
             return _json(200, mutate(cur))
-        result = await self.store.write(rtype, ns, name, mutate)
+        try:
+            result = await self.store.write(rtype, ns, name, mutate)
+        except _NeedNamespaceCheck:
+            await self._check_namespace(rtype, ns)
+            namespace_checked = True
+            result = await self.store.write(rtype, ns, name, mutate)
         await self._after_write(rtype)
         return _json(201 if created else 200, result)
 

@@ -209,6 +209,27 @@ class EtcdGateway:
         )
         return int(doc["header"]["revision"]) if doc.get("succeeded") else None
 
+    async def put_if(self, key: str, value: bytes, mod_revision: int) -> tuple[int | None, KV | None]:
+        """Put ``key`` if it is at ``mod_revision`` (0: absent). (new revision, None) on success, else
+        (None, the key's current value or None): one round trip either way."""
+        target = (
+            {"target": "CREATE", "create_revision": "0"}
+            if mod_revision == 0
+            else {"target": "MOD", "mod_revision": str(mod_revision)}
+        )
+        doc = await self.call(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": b64(key), "result": "EQUAL", **target}],
+                "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
+                "failure": [{"request_range": {"key": b64(key)}}],
+            },
+        )
+        if doc.get("succeeded"):
+            return int(doc["header"]["revision"]), None
+        kvs = ((doc.get("responses") or [{}])[0].get("response_range") or {}).get("kvs") or []
+        return None, (_kv(kvs[0]) if kvs else None)
+
     async def delete(self, key: str, mod_revision: int) -> int | None:
         """Delete ``key`` if it is still at ``mod_revision``: the deletion's revision, or None."""
         doc = await self.call(

@@ -154,7 +154,7 @@ def apply(
 ) -> dict[str, Any]:
     """The object after ``manager`` applies ``applied`` (managedFields updated); raises ApplyConflict."""
     new_fields = leaves(applied, skip_status)
-    base = copy.deepcopy(current) if current else {}
+    base = current or {}  # the caller's own copy: changed in place
     entries = _entries(base)
     mine_before: set[Path] = set()
     others: list[tuple[dict[str, Any], set[Path]]] = []

@@ -24,6 +24,7 @@ from .status import ApiError, already_exists, conflict, not_found
 
 Mutator = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 MAX_RETRIES = 50
+CACHE_SIZE = 20000
 
 
 def dumps(obj: Any) -> bytes:
@@ -40,6 +41,7 @@ class Store:
 
     def __init__(self, gw: EtcdGateway) -> None:
         self.gw = gw
+        self._cache: dict[str, KV] = {}  # key -> last value seen (written or read by write())
 
     def decode(self, rtype: ResourceType, kv: KV) -> dict[str, Any]:
         obj: dict[str, Any] = json.loads(kv.value)
@@ -134,31 +136,66 @@ class Store:
     async def write(self, rtype: ResourceType, ns: str | None, name: str, mutate: Mutator) -> dict[str, Any]:
         """Read-modify-write with compare-and-swap, retried on races. ``mutate`` gets the current object
         (None if missing) and returns the new one (None: delete it). Returns the stored result; after a
-        deletion, the last state with the deletion's ``resourceVersion``."""
+        deletion, the last state with the deletion's ``resourceVersion``.
+
+        The last value this server saw of each key is kept, so a write usually costs one etcd round
+        trip (a transaction that puts if the key is unchanged, else returns its current value). A
+        cached value is only a guess: the compare-and-swap decides, and an error ``mutate`` raises on
+        a cached value is re-checked against a fresh read before it is returned."""
         key = rtype.key(ns, name)
+        kv: KV | None
+        fresh = key not in self._cache
+        kv = (await self.gw.get(key))[0] if fresh else self._cache[key]
         for _ in range(MAX_RETRIES):
-            kv, _ = await self.gw.get(key)
             current = self.decode(rtype, kv) if kv else None
-            new = mutate(copy.deepcopy(current) if current else None)
+            try:
+                new = mutate(self.decode(rtype, kv) if kv else None)
+            except ApiError:
+                if fresh:
+                    raise
+                kv, fresh = (await self.gw.get(key))[0], True
+                continue
             if new is None:
                 if kv is None:
                     raise not_found(rtype.group_resource, name, rtype.plural)
                 rev = await self.gw.delete(key, kv.mod_revision)
                 if rev is None:
+                    kv, fresh = (await self.gw.get(key))[0], True
                     continue
+                self._cache.pop(key, None)
                 assert current is not None
                 current["metadata"]["resourceVersion"] = str(rev)
                 return current
-            if kv is None:
+            if kv is None and not new["metadata"].get("name"):
                 return await self.create(rtype, ns, new)
-            if new == current:
-                return current
-            rev = await self.gw.update(key, self.encode(new), kv.mod_revision)
-            if rev is None:
+            if current is not None and new == current:
+                if fresh:
+                    return current
+                kv, fresh = (await self.gw.get(key))[0], True  # a no-op on a cached guess: confirm it
                 continue
+            if kv is None:
+                new.setdefault("metadata", {})["name"] = name
+                if rtype.namespaced:
+                    new["metadata"]["namespace"] = ns
+            value = self.encode(new)
+            rev, kv = await self.gw.put_if(key, value, kv.mod_revision if kv else 0)
+            fresh = True
+            if rev is None:
+                self._remember(key, kv)
+                continue
+            self._remember(key, KV(key, value, 0, rev, 0))
+            new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
             new["metadata"]["resourceVersion"] = str(rev)
             return new
         raise conflict(rtype.group_resource, name, rtype.plural)
+
+    def _remember(self, key: str, kv: KV | None) -> None:
+        if kv is None:
+            self._cache.pop(key, None)
+            return
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = kv
 
     async def namespace_state(self, ns: str) -> str | None:
         """None if the namespace does not exist, else its phase (Active or Terminating)."""

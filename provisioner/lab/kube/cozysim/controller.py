@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import hashlib
 import logging
@@ -393,7 +394,7 @@ class Simulator:
             self._package_source_done = True
 
     async def _package_status(self, package: dict[str, Any], value: str, reason: str, message: str) -> None:
-        status = dict(package.get("status") or {})
+        status = copy.deepcopy(package.get("status") or {})
         generation = int(_meta(package).get("generation") or 1)
         hrm.set_condition(status, "Ready", value, reason, message, generation, now_text())
         await self.apply_status(kinds.PACKAGE, package, status)
@@ -545,7 +546,7 @@ class Simulator:
         for config in configs:
             name = _meta(config).get("name") or ""
             generation = int(_meta(config).get("generation") or 1)
-            status = dict(config.get("status") or {})
+            status = copy.deepcopy(config.get("status") or {})
             hrm.set_condition(status, "Applied", "True", "AsExpected", "Resources applied", generation, stamp)
             status["matched"] = len(applied_to[name])
             status["appliedTo"] = sorted(applied_to[name])
