@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .context import App, pass_app
-from .output import emit
+from .output import emit, warn
 
 
 def register(cli: click.Group) -> None:
@@ -41,7 +41,10 @@ def report(app: App, out: Path | None, serve: bool, port: int, host: str) -> Non
     layout = StateLayout(site.state_dir)
     view = view_of(site)
     if not serve:
-        path = write_report(view, layout, out)
+        notes: list[str] = []
+        path = write_report(view, layout, out, notes)
+        for note in notes:
+            warn(note)
         emit({"report": str(path)}, lambda d: f"report written to {d['report']} (open it in a browser)")
         return
     if out is not None:

@@ -19,13 +19,21 @@ from .view import SiteView, view_of
 __all__ = ["SiteView", "build_page", "view_of", "write_report"]
 
 
-def build_page(view: SiteView, layout: StateLayout, live_poll_ms: int | None = None) -> str:
-    """The page for the state as it is now."""
+def build_page(
+    view: SiteView, layout: StateLayout, live_poll_ms: int | None = None, notes: list[str] | None = None
+) -> str:
+    """The page for the state as it is now; problems found on the way (malformed node
+    records) are shown in the page and appended to ``notes``."""
     version = fingerprint(layout)
-    return page.render(collect(view, layout), version, live_poll_ms)
+    data = collect(view, layout)
+    if notes is not None:
+        notes.extend(data.notes)
+    return page.render(data, version, live_poll_ms)
 
 
-def write_report(view: SiteView, layout: StateLayout, out: Path | None = None) -> Path:
+def write_report(
+    view: SiteView, layout: StateLayout, out: Path | None = None, notes: list[str] | None = None
+) -> Path:
     """Write the page to ``out`` (default ``layout.report``); InputError for a bad path."""
     target = Path(out) if out is not None else layout.report
     if target.is_dir():
@@ -34,7 +42,7 @@ def write_report(view: SiteView, layout: StateLayout, out: Path | None = None) -
         if out is not None:
             raise InputError(f"--out {target}: directory {target.parent} does not exist")
         private_dir(target.parent)  # the state directory: private, as every stage creates it
-    html = build_page(view, layout)
+    html = build_page(view, layout, notes=notes)
     try:
         # The page holds no secrets (see collect.py): readable like any document to mail around.
         atomic_write(target, html, mode=0o644)

@@ -78,13 +78,19 @@ def describe(ev: Event) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def read_record(layout: StateLayout, name: str) -> NodeRecord:
+def read_record(layout: StateLayout, name: str) -> tuple[NodeRecord, str | None]:
+    """The node's record, and what is wrong with it when it cannot be read.
+
+    A malformed record does not stop the report (it exists to show what is wrong): the node
+    is drawn as failed and the page says which file to fix before ``up`` runs again."""
+    path = layout.node_record(name)
     try:
-        return NodeRecord.from_json(layout.node_record(name).read_text())
+        return NodeRecord.from_json(path.read_text()), None
     except FileNotFoundError:
-        return NodeRecord(name)
-    except (OSError, ValueError, TypeError, KeyError):
-        return NodeRecord(name, error=f"state record {layout.node_record(name).name} is unreadable")
+        return NodeRecord(name), None
+    except Exception as exc:  # malformed JSON, a wrong type, an unknown phase, unreadable
+        problem = f"{path}: node record is malformed ({type(exc).__name__}: {exc}); fix or remove it"
+        return NodeRecord(name, error=f"state record {path.name} is malformed"), problem
 
 
 def collect(view: SiteView, layout: StateLayout, now: float | None = None) -> ReportData:
@@ -97,8 +103,11 @@ def collect(view: SiteView, layout: StateLayout, now: float | None = None) -> Re
         if ev.node is not None:
             last_by_node[ev.node] = ev
     nodes = []
+    notes = []
     for info in view.nodes:
-        rec = read_record(layout, info.name)
+        rec, problem = read_record(layout, info.name)
+        if problem:
+            notes.append(problem)
         seen = last_by_node.get(info.name)
         state = "failed" if rec.error else _STATE_OF_PHASE.get(rec.phase, "blank")
         last = (
@@ -123,6 +132,7 @@ def collect(view: SiteView, layout: StateLayout, now: float | None = None) -> Re
         cluster=_cluster_record(layout.cluster_record),
         last_event_id=events[-1].id if events else 0,
         event_count=len(events),
+        notes=notes,
     )
 
 

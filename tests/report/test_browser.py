@@ -45,7 +45,7 @@ def _open(browser: Any, path: Path) -> None:
 
 
 def _assert_gantt_order(rows: list[Any], expected_nodes: list[str]) -> None:
-    assert [node for node, _ in rows] == expected_nodes
+    assert [node for node, _ in rows] == expected_nodes, f"Gantt rows out of inventory order: {rows[:8]}"
     for node, bars in rows:
         stages = [b[0] for b in bars]
         assert stages == list(NODE_STAGES[: len(stages)]), f"{node}: bars out of stage order: {stages}"
@@ -59,8 +59,8 @@ def test_lab_run(browser: Any, lab_run: tuple[SiteView, StateLayout]) -> None:
     assert path == layout.report
     _open(browser, path)
     cells = browser.execute_script(CELLS_JS)
-    assert [c[0] for c in cells] == ["cp1", "cp2", "cp3", "w1"]
-    assert {c[1] for c in cells} == {"ready"}
+    assert [c[0] for c in cells] == ["cp1", "cp2", "cp3", "w1"], cells
+    assert {c[1] for c in cells} == {"ready"}, cells
     rows = browser.execute_script(ROWS_JS)
     _assert_gantt_order(rows, ["cp1", "cp2", "cp3", "w1"])
     by_node = dict(rows)

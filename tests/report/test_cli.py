@@ -185,3 +185,16 @@ def test_serve_command_runs_until_interrupted(inventory: tuple[Path, StateLayout
         proc.send_signal(2)  # Ctrl-C
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_malformed_node_record_is_shown_not_fatal(
+    inventory: tuple[Path, StateLayout], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv, layout = inventory
+    layout.node_record("cp2").write_text('{"name": "cp2", "phase": "half-installed"}')
+    assert main(["-i", str(inv), "report"]) == 0
+    err = capsys.readouterr().err
+    assert f"{layout.node_record('cp2')}: node record is malformed" in err
+    page = layout.report.read_text()
+    assert 'data-node="cp2" data-state="failed"' in page
+    assert "node record is malformed" in page  # the page says which file to fix
