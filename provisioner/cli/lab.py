@@ -17,6 +17,7 @@ import click
 from ..errors import InputError
 from .context import App, pass_app
 from .output import emit
+from .params import SECONDS_OR_ZERO
 
 
 def register(cli: click.Group) -> None:
@@ -175,7 +176,7 @@ def _kube_root(lab_dir: Path | None) -> Path:
 @lab_kube.command("up")
 @_lab_dir_option
 @click.option("--faults", metavar="SPEC", help="seed=N,api500=R,reset=R,stall-watch=R,stuck=A;B,fail=C")
-@click.option("--delay", type=click.FloatRange(min=0), help="Simulator: seconds before a release goes Ready.")
+@click.option("--delay", type=SECONDS_OR_ZERO, help="Simulator: seconds before a release goes Ready.")
 def lab_kube_up(lab_dir: Path | None, faults: str | None, delay: float | None) -> None:
     """Start etcd and the API server stand-in on 127.0.0.1 (6443 if free) and write the kubeconfig."""
     from ..errors import OperationError

@@ -15,6 +15,7 @@ from ..inventory.model import Node, Site
 from ..state import StateStore
 from .context import App, pass_app
 from .output import emit, warn
+from .params import PORT, SECONDS
 
 _assets_dir_option = click.option(
     "--assets-dir",
@@ -197,7 +198,7 @@ def _remote_options(func):  # type: ignore[no-untyped-def]
                 "inventory (a changed key is always refused).",
             ),
             click.option(
-                "--connect-timeout", type=float, default=15.0, show_default=True, help="SSH timeout."
+                "--connect-timeout", type=SECONDS, default=15.0, show_default=True, help="SSH timeout."
             ),
         ]
     ):
@@ -248,7 +249,7 @@ def _remote_text(d: dict[str, object]) -> str:
     help="Address the rack's nodes reach the boot server on (default: boot_server.host).",
 )
 @click.option(
-    "--http-port", type=int, default=None, help="HTTP port on the boot server (default netboot.http_port)."
+    "--http-port", type=PORT, default=None, help="HTTP port on the boot server (default netboot.http_port)."
 )
 @click.option(
     "--interface", default=None, help="dnsmasq interface there (default: the one holding --server)."

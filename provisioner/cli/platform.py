@@ -17,6 +17,7 @@ import click
 
 from .context import App, pass_app
 from .output import emit
+from .params import SECONDS
 
 
 def register(cli: click.Group) -> None:
@@ -92,7 +93,7 @@ def run_stages(
 @click.option("--stage", "only", multiple=True, metavar="NAME", help="Only this stage (repeatable).")
 @click.option("--redo", is_flag=True, help="Run stages recorded as done again (writes only what differs).")
 @click.option("--prune", is_flag=True, help="Delete Tenants that are not in the inventory.")
-@click.option("--timeout", type=float, default=None, help="Override timeouts.platform (seconds).")
+@click.option("--timeout", type=SECONDS, default=None, help="Override timeouts.platform (seconds).")
 @pass_app
 def install(app: App, only: tuple[str, ...], redo: bool, prune: bool, timeout: float | None) -> int:
     """Install the bundle, storage, virtualization, networking and tenants; rerun to resume."""
@@ -189,7 +190,7 @@ def assets_lab_import(app: App) -> None:
 
 @click.command("apply")
 @click.option("--prune", is_flag=True, help="Delete Tenants that are not in the inventory.")
-@click.option("--timeout", type=float, default=None, help="Override timeouts.platform (seconds).")
+@click.option("--timeout", type=SECONDS, default=None, help="Override timeouts.platform (seconds).")
 @pass_app
 def tenants_apply(app: App, prune: bool, timeout: float | None) -> int:
     """Create or update the tenant tree and verify its namespace labels."""

@@ -188,3 +188,37 @@ def test_a_bad_patch_file_is_exit_2_naming_the_file(capsys, tmp_path: Path, cont
     assert code == 2, err
     assert "cluster.talos.config_patches[0]" in err and str(tmp_path / "patch.yaml") in err
     assert says in err and "Traceback" not in err and "internal error" not in err
+
+
+# --- duration and port options ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "says"),
+    [
+        (["lab", "kube", "up", "--delay", "nan"], "--delay", "not a finite number"),
+        (["lab", "kube", "up", "--delay", "-1"], "--delay", ">= 0"),
+        (["netboot", "push", "--rack", "lab", "--connect-timeout", "1e400"], "--connect-timeout", "finite"),
+        (["netboot", "push", "--rack", "lab", "--connect-timeout", "0"], "--connect-timeout", "> 0"),
+        (["netboot", "push", "--rack", "lab", "--http-port", "0"], "--http-port", "1<=x<=65535"),
+        (["platform", "install", "--timeout", "inf"], "--timeout", "not a finite number"),
+        (["platform", "install", "--timeout", "700000"], "--timeout", "7-day limit"),
+    ],
+)
+def test_duration_and_port_options_are_bounded(
+    capsys, tmp_path: Path, argv: list[str], option: str, says: str
+) -> None:
+    inv = _lab(tmp_path, lambda d: d["cluster"].update(state_dir=str(tmp_path / "state")))
+    code, _, err = _run(capsys, "-i", str(inv), *argv)
+    assert code == 2, err
+    assert option in err and says in err and "Traceback" not in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_seconds_type_accepts_ordinary_durations() -> None:
+    from provisioner.cli.params import SECONDS, SECONDS_OR_ZERO
+
+    assert SECONDS.convert("15", None, None) == 15.0
+    assert SECONDS.convert(2.5, None, None) == 2.5
+    assert SECONDS_OR_ZERO.convert("0", None, None) == 0.0
+    assert SECONDS.convert("604800", None, None) == 604800.0
