@@ -8,8 +8,9 @@ diff, the value never does.
 What counts as secret, decided by the key's name so that new fields are covered without
 a list to maintain: any key containing ``key``, ``crt``, ``cert``, ``token``, ``secret``,
 ``password`` or ``auth`` (case-insensitive), the cluster ``id``, and everything below such
-a key (a whole ``auth:`` block). On top, any string holding a PEM block, base64 PEM or a
-Kubernetes bootstrap token is redacted wherever it sits (e.g. in ``machine.files``).
+a key (a whole ``auth:`` block). On top, any string holding a PEM block, base64 PEM, a
+Kubernetes bootstrap token or a URL password (``http://user:pw@proxy``) is redacted
+wherever it sits (e.g. in ``machine.files`` or ``machine.env``).
 
 The config is parsed and re-emitted, so flow-style mappings (``auth: {password: x}``) are
 caught too; text that is not valid YAML (a hand-broken file) falls back to a line-based
@@ -48,6 +49,8 @@ _SECRET_SUBTREES = (
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL)
 _B64_PEM = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/=]+")
 _BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+# Credentials inside a URL (a proxy in machine.env, a registry endpoint): user:password@host.
+_URL_PASSWORD = re.compile(r"(?P<lead>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@/\s]+)(?=@)")
 
 
 def digest(value: str) -> str:
@@ -68,6 +71,7 @@ def is_secret_key(name: object) -> bool:
 def _redact_string(value: str) -> str:
     value = _PEM.sub(lambda m: digest(m.group(0)), value)
     value = _B64_PEM.sub(lambda m: digest(m.group(0)), value)
+    value = _URL_PASSWORD.sub(lambda m: m["lead"] + digest(m["pw"]), value)
     return _BOOTSTRAP_TOKEN.sub(lambda m: digest(m.group(0)), value)
 
 

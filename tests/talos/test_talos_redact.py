@@ -112,6 +112,19 @@ def test_every_secret_shape_is_redacted_and_changes_still_show() -> None:
     assert changed != out and digest("sb-secret-other") in changed
 
 
+def test_passwords_in_urls_are_redacted_wherever_they_sit() -> None:
+    doc = (
+        "machine:\n"
+        "  env:\n"
+        "    HTTPS_PROXY: http://proxyuser:Pr0xy-Pa55@proxy.example.com:3128\n"
+        "    NO_PROXY: 10.0.0.0/8\n"
+    )
+    out = redact_text(doc)
+    assert "Pr0xy-Pa55" not in out
+    assert "http://proxyuser:<redacted sha256:" in out and "@proxy.example.com:3128" in out
+    assert "NO_PROXY: 10.0.0.0/8" in out
+
+
 def test_text_that_is_not_yaml_is_still_redacted() -> None:
     broken = (
         "machine:\n  registries: [unclosed\n"
