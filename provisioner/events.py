@@ -331,12 +331,10 @@ class EventLog:
             lines = self._index.by_node.get(node, [])
             if kind is None:
                 return _parsed(lines[-1]) if lines else None
-            needle = f'"kind":{json.dumps(kind)}'.encode()
             for line in reversed(lines):
-                if needle in line:
-                    ev = _parsed(line)
-                    if ev.kind == kind:
-                        return ev
+                ev = _parsed(line)
+                if ev.kind == kind:
+                    return ev
         return None
 
     def last_id(self) -> int:

@@ -63,7 +63,7 @@ def cluster_recovery(path: Path) -> str:
 
 
 def _type_name(types: tuple[type | None, ...]) -> str:
-    names = {
+    names: dict[type | None, str] = {
         str: "a string",
         bool: "true/false",
         int: "an integer",
@@ -115,12 +115,12 @@ def read_record(
         raise MalformedState(path, "is not UTF-8 text", recovery) from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
-        problem = "is empty" if not data.strip() else f"is not valid JSON ({exc.msg} at {where})"
-        raise MalformedState(path, problem, recovery) from None
+        why = "is empty" if not data.strip() else f"is not valid JSON ({exc.msg} at {where})"
+        raise MalformedState(path, why, recovery) from None
     problem = _check(raw, shape, required)
     if problem is not None:
         raise MalformedState(path, problem, recovery)
-    return raw
+    return dict(raw)
 
 
 def read_cluster_record(path: Path) -> dict[str, Any] | None:
