@@ -50,14 +50,25 @@ HR_CRD = {
     "spec": {
         "group": "helm.toolkit.fluxcd.io",
         "scope": "Namespaced",
-        "names": {"plural": "helmreleases", "singular": "helmrelease", "kind": "HelmRelease",
-                  "shortNames": ["hr"]},
+        "names": {
+            "plural": "helmreleases",
+            "singular": "helmrelease",
+            "kind": "HelmRelease",
+            "shortNames": ["hr"],
+        },
         "versions": [
-            {"name": "v2", "served": True, "storage": True, "subresources": {"status": {}},
-             "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
+            {
+                "name": "v2",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
         ],
     },
-}  # fmt: skip
+}
 
 
 def helmrelease(n: int) -> dict[str, Any]:
@@ -73,16 +84,24 @@ def helmrelease(n: int) -> dict[str, Any]:
         "spec": {
             "interval": "5m",
             "releaseName": f"release-{n:03d}",
-            "chart": {"spec": {"chart": f"cozy-chart-{n:03d}", "version": ">= 0.0.0-0",
-                               "sourceRef": {"kind": "HelmRepository", "name": "cozystack-system",
-                                             "namespace": "cozy-public"}}},
+            "chart": {
+                "spec": {
+                    "chart": f"cozy-chart-{n:03d}",
+                    "version": ">= 0.0.0-0",
+                    "sourceRef": {
+                        "kind": "HelmRepository",
+                        "name": "cozystack-system",
+                        "namespace": "cozy-public",
+                    },
+                }
+            },
             "dependsOn": [{"name": f"release-{max(n - 1, 0):03d}", "namespace": "bench-hr"}],
             "install": {"crds": "CreateReplace", "remediation": {"retries": -1}},
             "upgrade": {"crds": "CreateReplace", "remediation": {"retries": -1}},
             "values": {"replicas": 2, "image": {"repository": "ghcr.io/cozystack/x", "tag": "v0.41.11"}},
         },
         "status": {},
-    }  # fmt: skip
+    }
 
 
 async def rate(label: str, count: int, make: Any) -> float:

@@ -65,5 +65,8 @@ def kubectl(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [KUBECTL, "--kubeconfig", str(host.kubeconfig), *args],
-        capture_output=True, text=True, input=input, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+    )

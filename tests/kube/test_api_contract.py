@@ -173,8 +173,13 @@ def test_merge_json_and_strategic_patches(client: Client, ns: str) -> None:
     )
     assert out.data == {"b": "x", "c": "3"}
     with pytest.raises(ApiError) as err:
-        client.patch(ConfigMap, "m", [{"op": "test", "path": "/data/b", "value": "no"}], namespace=ns,
-                     patch_type=PatchType.JSON)  # fmt: skip
+        client.patch(
+            ConfigMap,
+            "m",
+            [{"op": "test", "path": "/data/b", "value": "no"}],
+            namespace=ns,
+            patch_type=PatchType.JSON,
+        )
     assert err.value.status.code == 422
     client.create(deployment("web", ns))
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "busybox:2"}]}}}}
@@ -279,8 +284,12 @@ def test_request_counter(raw: Raw, ns: str) -> None:
     raw.request("GET", f"/api/v1/namespaces/{ns}/configmaps")
     raw.request("GET", f"/api/v1/namespaces/{ns}/configmaps")
     raw.request("GET", f"/api/v1/namespaces/{ns}/configmaps/none")
-    raw.request("PATCH", f"/api/v1/namespaces/{ns}/configmaps/x?fieldManager=t", {"apiVersion": "v1",
-                "kind": "ConfigMap", "metadata": {"name": "x"}}, "application/apply-patch+yaml")  # fmt: skip
+    raw.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/configmaps/x?fieldManager=t",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+        "application/apply-patch+yaml",
+    )
     _, _, counts = raw.request("GET", "/stand-in/requests")
     assert counts["list /v1/configmaps"] == 2
     assert counts["get /v1/configmaps"] == 1

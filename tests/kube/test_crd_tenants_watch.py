@@ -48,9 +48,11 @@ def test_crd_is_served_at_once_and_removed_with_it(raw: Raw, ns: str) -> None:
     _, _, disc = raw.request("GET", "/apis/example.com/v1")
     assert {r["name"] for r in disc["resources"]} == {"gadgets", "gadgets/status"}
     code, _, doc = raw.request(
-        "PATCH", f"/apis/example.com/v1/namespaces/{ns}/gadgets/g1/status",
-        {"status": {"phase": "Ready"}, "spec": {"size": 5}}, "application/merge-patch+json",
-    )  # fmt: skip
+        "PATCH",
+        f"/apis/example.com/v1/namespaces/{ns}/gadgets/g1/status",
+        {"status": {"phase": "Ready"}, "spec": {"size": 5}},
+        "application/merge-patch+json",
+    )
     assert code == 200 and doc["status"] == {"phase": "Ready"} and doc["spec"] == {"size": 1}
     code, _, _ = raw.request(
         "DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.com"
@@ -99,8 +101,12 @@ APISERVICE = {
 
 def test_tenant_api_follows_its_apiservice(raw: Raw, ns: str) -> None:
     url = f"/apis/apps.cozystack.io/v1alpha1/namespaces/{ns}/tenants"
-    tenant = {"apiVersion": "apps.cozystack.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "foo"},
-              "spec": {"monitoring": True}}  # fmt: skip
+    tenant = {
+        "apiVersion": "apps.cozystack.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": "foo"},
+        "spec": {"monitoring": True},
+    }
     assert raw.request("POST", url, tenant)[0] == 404
     assert raw.request("POST", "/apis/apiregistration.k8s.io/v1/apiservices", APISERVICE)[0] == 201
     try:
@@ -111,9 +117,11 @@ def test_tenant_api_follows_its_apiservice(raw: Raw, ns: str) -> None:
         assert doc["details"]["causes"][0]["field"] == "metadata.name"
         assert doc["details"]["kind"] == "Tenant" and doc["details"]["group"] == "apps.cozystack.io"
         code, _, doc = raw.request(
-            "PATCH", f"{url}/with-dash?fieldManager=t", {**tenant, "metadata": {"name": "with-dash"}},
+            "PATCH",
+            f"{url}/with-dash?fieldManager=t",
+            {**tenant, "metadata": {"name": "with-dash"}},
             "application/apply-patch+yaml",
-        )  # fmt: skip
+        )
         assert code == 422
         _, _, groups = raw.request("GET", "/apis")
         assert "apps.cozystack.io" in {g["name"] for g in groups["groups"]}
@@ -133,8 +141,10 @@ def test_watch_from_resource_version_with_selector(client: Client, raw: Raw, ns:
         f"/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1&labelSelector=pick%3Dyes"
     )
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1"),
-    ]  # fmt: skip
+        ("ADDED", "w1"),
+        ("MODIFIED", "w1"),
+        ("DELETED", "w1"),
+    ]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs) and rvs[0] > int(rv)
     # resume after the second event: only what followed it

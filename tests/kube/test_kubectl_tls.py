@@ -65,11 +65,28 @@ def test_kubectl_server_side_apply_get_and_delete(kube: KubeHost, ns: str) -> No
     managers = {m["manager"]: m["operation"] for m in json.loads(out.stdout)["metadata"]["managedFields"]}
     assert managers == {"kubectl": "Apply"}
     # another field manager changing the same field: conflict, then force
-    out = kubectl(kube, "apply", "--server-side", "--field-manager", "other", "-f", "-",
-                  input=MANIFEST.format(ns=ns, color="red"))  # fmt: skip
+    out = kubectl(
+        kube,
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "-f",
+        "-",
+        input=MANIFEST.format(ns=ns, color="red"),
+    )
     assert out.returncode != 0 and "conflict" in out.stderr.lower() and ".data.color" in out.stderr
-    out = kubectl(kube, "apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", "-",
-                  input=MANIFEST.format(ns=ns, color="red"))  # fmt: skip
+    out = kubectl(
+        kube,
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=MANIFEST.format(ns=ns, color="red"),
+    )
     assert out.returncode == 0, out.stderr
     out = kubectl(
         kube, "-n", ns, "get", "configmaps", "-l", "app=demo", "-o", "jsonpath={.items[*].data.color}"

@@ -19,6 +19,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -187,15 +188,14 @@ class KubeAPI:
             return _json(200, discovery.openapi_v3_root(self.catalog))
         if path.startswith("/openapi/v3/"):
             await self.refresh_catalog()
-            gv = parts[2:]
-            group, version = (
-                ("", gv[1]) if gv[:1] == ["api"] and len(gv) == 2 else (gv[1:2] or [""])[0],
-                gv[-1],
-            )
-            doc = discovery.openapi_v3_gv(
-                self.catalog, group if gv[:1] == ["apis"] else "", version, self.version
-            )
-            if doc is None or len(gv) not in (2, 3):
+            gv = parts[2:]  # ["api", "v1"] or ["apis", group, version]
+            if gv[:1] == ["api"] and len(gv) == 2:
+                doc = discovery.openapi_v3_gv(self.catalog, "", gv[1], self.version)
+            elif gv[:1] == ["apis"] and len(gv) == 3:
+                doc = discovery.openapi_v3_gv(self.catalog, gv[1], gv[2], self.version)
+            else:
+                doc = None
+            if doc is None:
                 raise ApiError(404, "the server could not find the requested resource")
             return _json(200, doc)
         if parts[:1] == ["api"]:
@@ -526,6 +526,7 @@ class KubeAPI:
                 patch_doc = json.loads(req.body or b"null")
             except ValueError as exc:
                 raise ApiError(400, f"the patch is not valid JSON: {exc}") from None
+            fn: Callable[[Any, Any], Any]
             if ctype == "application/json-patch+json":
                 fn = json_patch
             elif ctype == "application/merge-patch+json":

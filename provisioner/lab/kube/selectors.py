@@ -43,6 +43,25 @@ _EQ = re.compile(r"^([^\s!=()]+)\s*(==|=|!=)\s*([^\s!=(),]*)$")
 _KEY = re.compile(r"^(!?)\s*([^\s!=(),]+)$")
 
 
+LabelTest = Callable[[dict[str, str]], bool]
+
+
+def _in(key: str, values: set[str]) -> LabelTest:
+    return lambda labels: labels.get(key) in values
+
+
+def _eq(key: str, value: str) -> LabelTest:
+    return lambda labels: key in labels and labels[key] == value
+
+
+def _has(key: str) -> LabelTest:
+    return lambda labels: key in labels
+
+
+def _not(test: LabelTest) -> LabelTest:
+    return lambda labels: not test(labels)
+
+
 def parse_labels(text: str | None) -> Matcher | None:
     """A predicate over an object's ``metadata.labels``, or None for "everything"."""
     if not text or not text.strip():
@@ -51,22 +70,13 @@ def parse_labels(text: str | None) -> Matcher | None:
     for part in _split_top(text):
         if m := _SET.match(part):
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            if op == "in":
-                reqs.append(lambda lb, k=key, vs=values: lb.get(k) in vs)
-            else:
-                reqs.append(lambda lb, k=key, vs=values: lb.get(k) not in vs)
+            reqs.append(_in(key, values) if op == "in" else _not(_in(key, values)))
         elif m := _EQ.match(part):
             key, op, value = m.groups()
-            if op == "!=":
-                reqs.append(lambda lb, k=key, v=value: lb.get(k) != v)
-            else:
-                reqs.append(lambda lb, k=key, v=value: k in lb and lb[k] == v)
+            reqs.append(_not(_eq(key, value)) if op == "!=" else _eq(key, value))
         elif m := _KEY.match(part):
             neg, key = m.groups()
-            if neg:
-                reqs.append(lambda lb, k=key: k not in lb)
-            else:
-                reqs.append(lambda lb, k=key: k in lb)
+            reqs.append(_not(_has(key)) if neg else _has(key))
         else:
             raise SelectorError(f"unable to parse requirement: {part!r}")
 
@@ -89,12 +99,15 @@ def parse_fields(text: str | None) -> Matcher | None:
         field, op, value = m.groups()
         if field not in FIELDS:
             raise SelectorError(f'field label not supported: "{field}"')
-        a, b = FIELDS[field]
-        if op == "!=":
-            reqs.append(lambda o, a=a, b=b, v=value: (o.get(a) or {}).get(b, "") != v)
-        else:
-            reqs.append(lambda o, a=a, b=b, v=value: (o.get(a) or {}).get(b, "") == v)
+        reqs.append(_field(FIELDS[field], value, op == "!="))
     return lambda obj: all(r(obj) for r in reqs)
+
+
+def _field(path: tuple[str, str], value: str, negate: bool) -> Matcher:
+    def test(obj: dict[str, Any]) -> bool:
+        return ((obj.get(path[0]) or {}).get(path[1], "") == value) != negate
+
+    return test
 
 
 def combine(*matchers: Matcher | None) -> Matcher | None:
