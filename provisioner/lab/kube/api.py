@@ -47,6 +47,7 @@ log = logging.getLogger("kube-stand-in")
 
 JSON = "application/json"
 APPLY = ("application/apply-patch+yaml", "application/apply-patch+json")
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -131,7 +132,18 @@ class KubeAPI:
 
     async def start(self) -> None:
         await self.refresh_catalog(force=True)
+        await self._system_namespaces()
         self._tasks.append(asyncio.create_task(self._namespace_controller()))
+
+    async def _system_namespaces(self) -> None:
+        """The namespaces every cluster has (the real API server creates them at start)."""
+        for name in SYSTEM_NAMESPACES:
+            if await self.store.namespace_state(name) is None:
+                obj: dict[str, Any] = {"metadata": {"name": name}}
+                self._prepare_new(NAMESPACE_TYPE, obj)
+                managed.record_update(None, obj, "kube-apiserver", "v1")
+                with contextlib.suppress(ApiError):  # another control plane was quicker
+                    await self.store.create(NAMESPACE_TYPE, None, obj)
 
     async def stop(self) -> None:
         for t in self._tasks:
