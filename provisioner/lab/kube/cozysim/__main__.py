@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
 
@@ -56,7 +57,13 @@ def _load(args: argparse.Namespace) -> tuple[KubeConfig, KubeFaults]:
     try:
         config = KubeConfig.from_file(str(path))
         config.get()  # resolves the current context now, so a broken file fails here
-    except (ConfigError, OSError, ValueError, KeyError, TypeError) as exc:
+    except KeyError as exc:
+        raise UsageError(f"--kubeconfig: {path}: not a usable kubeconfig (missing key {exc})") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"--kubeconfig: {path}: not a usable kubeconfig (YAML error{line})") from None
+    except (ConfigError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise UsageError(f"--kubeconfig: {path}: not a usable kubeconfig ({exc})") from None
     return config, faults
 

@@ -190,26 +190,29 @@ class Simulator:
         return result
 
     async def apply_status(self, kind: Kind, obj: dict[str, Any], status: dict[str, Any]) -> None:
-        """Write ``status`` of ``obj`` (through /status when the kind has it) if it differs."""
-        if (obj.get("status") or {}) == status:
+        """Write ``status`` of ``obj`` if it differs: a merge patch of /status (status wholly replaced).
+
+        A merge patch (operation Update on the status subresource) rather than an apply: the stand-in
+        keeps one managedFields entry per manager and operation, so a status apply by the manager that
+        applied the spec would drop the spec (real servers keep one entry per subresource). Kinds
+        without a status subresource (CDI) get their status applied together with their spec.
+        """
+        old = obj.get("status") or {}
+        if old == status:
             return
         meta = _meta(obj)
-        ident = {"name": meta["name"]}
-        if kind.namespaced:
-            ident["namespace"] = meta["namespace"]
         if kind.status is None:
-            body = {**{k: v for k, v in obj.items() if k in ("spec",)}, "metadata": ident, "status": status}
-            await self.apply(kind, body)
+            ident = {"name": meta["name"], **({"namespace": meta["namespace"]} if kind.namespaced else {})}
+            await self.apply(kind, {"metadata": ident, "spec": obj.get("spec") or {}, "status": status})
             return
-        api_version, kind_name = _api_version(kind)
+        patch = {"status": {**{k: None for k in old if k not in status}, **status}}
         result = await self.client.patch(
             kind.status,
             meta["name"],
-            {"apiVersion": api_version, "kind": kind_name, "metadata": ident, "status": status},
+            patch,
             namespace=meta.get("namespace") if kind.namespaced else None,
-            patch_type=PatchType.APPLY,
+            patch_type=PatchType.MERGE,
             field_manager=MANAGER,
-            force=True,
         )
         informer = self._informer_for(kind)
         if informer is not None:
