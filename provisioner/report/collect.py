@@ -8,6 +8,7 @@ configs, the talosconfig and the kubeconfig are never opened, so the page cannot
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,16 @@ _STATE_OF_PHASE = {
 # Event fields that say what happened, in the order they are shown. Anything else an event
 # carries (addresses, sizes, identities) stays out of the page.
 _TEXT_FIELDS = ("phase", "step", "stage", "status", "detail", "reason", "message", "file")
+# Defence in depth: error texts are written secret-free, but a page that gets mailed around
+# must not depend on every writer getting that right. ``password=...``-like pairs and PEM
+# blocks are cut out of anything shown.
+_SECRET_PAIR = re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\S+)")
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.S)
+
+
+def scrub(text: str) -> str:
+    """``text`` with credential-looking values and PEM blocks replaced by ``<redacted>``."""
+    return _PEM.sub("<redacted>", _SECRET_PAIR.sub(r"\1\2<redacted>", text))
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ def describe(ev: Event) -> str:
     """One line for an event: kind, outcome and its human-readable fields only."""
     parts = [str(ev.data[f]) for f in _TEXT_FIELDS if ev.data.get(f) not in (None, "")]
     head = ev.kind if ev.outcome in ("ok", "") else f"{ev.kind} [{ev.outcome}]"
-    text = f"{head}: {' · '.join(parts)}" if parts else head
+    text = scrub(f"{head}: {' · '.join(parts)}" if parts else head)
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -114,7 +125,16 @@ def collect(view: SiteView, layout: StateLayout, now: float | None = None) -> Re
             None if seen is None else LastEvent(seen.id, seen.time, seen.kind, seen.outcome, describe(seen))
         )
         nodes.append(
-            NodeStatus(info.name, info.rack, info.role, rec.phase.value, state, rec.error, rec.attempts, last)
+            NodeStatus(
+                info.name,
+                info.rack,
+                info.role,
+                rec.phase.value,
+                state,
+                None if rec.error is None else scrub(rec.error),
+                rec.attempts,
+                last,
+            )
         )
     tl = timeline.build(events, (n.name for n in view.nodes), view.controlplanes, now)
     plat = platform.load(

@@ -198,3 +198,31 @@ def test_malformed_node_record_is_shown_not_fatal(
     page = layout.report.read_text()
     assert 'data-node="cp2" data-state="failed"' in page
     assert "node record is malformed" in page  # the page says which file to fix
+
+
+def test_credentials_in_errors_and_events_never_reach_the_page(inventory: tuple[Path, StateLayout]) -> None:
+    inv, layout = inventory
+    record = json.loads(layout.node_record("w1").read_text())
+    record["error"] = f"BMC power on failed: password={SECRET} rejected"
+    layout.node_record("w1").write_text(json.dumps(record))
+    with layout.events.open("a") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "id": 10_000,
+                    "time": 1_796_150_999.0,
+                    "kind": "node.step",
+                    "node": "cp1",
+                    "outcome": "error",
+                    "data": {
+                        "phase": "ready",
+                        "detail": f"token: {SECRET} -----BEGIN PRIVATE KEY-----\n{SECRET}",
+                    },
+                }
+            )
+            + "\n"
+        )
+    assert main(["-i", str(inv), "report"]) == 0
+    page = layout.report.read_text()
+    assert SECRET not in page
+    assert "password=&lt;redacted&gt;" in page  # the rest of the message stays readable
