@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..events import Event, EventLog
+from ..events import NODE_STEP, Event, EventLog
 from ..layout import StateLayout
 from ..state import NodeRecord, Phase
 from . import platform, timeline
@@ -84,8 +84,13 @@ class ReportData:
 def describe(ev: Event) -> str:
     """One line for an event: kind, outcome and its human-readable fields only."""
     parts = [str(ev.data[f]) for f in _TEXT_FIELDS if ev.data.get(f) not in (None, "")]
-    head = ev.kind if ev.outcome in ("ok", "") else f"{ev.kind} [{ev.outcome}]"
-    text = scrub(f"{head}: {' · '.join(parts)}" if parts else head)
+    failed = ev.outcome not in ("ok", "")
+    if ev.kind == NODE_STEP and parts:  # a node's step speaks for itself: "ready · boots from disk"
+        head = ev.outcome if failed else ""
+    else:
+        head = f"{ev.kind} [{ev.outcome}]" if failed else ev.kind
+    body = " · ".join(parts)
+    text = scrub(f"{head}: {body}" if head and body else head or body)
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -37,6 +37,7 @@ STAGE_LABELS: dict[str, str] = {
 }
 NODE_RESET = "node.reset"
 OUTLIER_MIN_SECONDS = 5.0
+SLOW_FACTOR = 1.25  # a node is marked slow only this far above the median node
 # Statuses with which a pipeline stage ends (``progress.stage(name, status, ...)`` records a
 # ``pipeline.stage`` event; any event carrying a ``stage`` is read the same way).
 _STAGE_DONE = {"done", "ok", "completed", "complete", "skipped", "ready", "succeeded"}
@@ -260,5 +261,5 @@ def _with_stats(tl: Timeline) -> Timeline:
         totals = sorted(finished, key=lambda n: n.total, reverse=True)
         median_total = statistics.median(n.total for n in finished)
         keep = max(1, min(20, len(finished) // 20))
-        tl.slowest = [n.node for n in totals[:keep] if n.total > median_total]
+        tl.slowest = [n.node for n in totals[:keep] if n.total > SLOW_FACTOR * median_total]
     return tl

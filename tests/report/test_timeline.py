@@ -129,3 +129,12 @@ def test_platform_stages_from_stage_events() -> None:
     got = [(s.stage, s.start, s.end, s.failed, s.running) for s in tl.platform]
     assert got[:2] == [("api-ready", 10, 20, False, False), ("helmreleases", 21, 90, True, False)]
     assert got[2][0] == "storage" and got[2][4]
+
+
+def test_a_node_barely_slower_than_the_others_is_not_marked_slow() -> None:
+    log = Log()
+    for i, install in enumerate((50.0, 52.0, 55.0, 60.0)):
+        _full(log, f"n{i}", 0, install=install)
+    tl = build(log.events, [f"n{i}" for i in range(4)], [], now=10_000)
+    assert tl.slowest == []
+    assert tl.outliers == set()
