@@ -60,28 +60,6 @@ class Bundle:
                     out.append(component)
         return out
 
-    def stages(self) -> list[str]:
-        """The provisioning stages this bundle implies, in order."""
-        stages = []
-        if self.provisions_talos:
-            stages += [
-                "secrets",
-                "configs",
-                "netboot",
-                "power-on-pxe",
-                "install-talos",
-                "bootstrap-etcd",
-                "kubeconfig",
-            ]
-        stages.append("install-cozystack")
-        if self.has_linstor:
-            stages.append("storage-pools")
-        if self.metallb:
-            stages.append("metallb-pool")
-        if self.has_multitenancy:
-            stages.append("tenants")
-        return stages
-
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -92,7 +70,6 @@ class Bundle:
             "excludes": self.excludes(),
             "monitoring": self.monitoring,
             "requires_root_host": self.requires_root_host,
-            "stages": self.stages(),
         }
 
 

@@ -8,27 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .inventory.model import ConfigDelivery, Node, Role, Site
+from .inventory.model import Node, Role, Site
+from .pipeline.stages import stage_names
+from .state import Phase
 
 
 def node_stages(site: Site, node: Node) -> list[str]:
-    """The steps one node goes through, which depend on config delivery and role.
-
-    With ``url`` delivery the node fetches its config at boot (``talos.config=``); with
-    ``apply`` it boots into maintenance mode and the config is pushed over the Talos API.
-    The first control plane bootstraps etcd; the others join it.
-    """
-    stages = ["power-off", "pxe-once", "power-on"]
-    if site.cluster.talos.config_delivery is ConfigDelivery.URL:
-        stages.append("fetch-config")
-    else:
-        stages += ["maintenance", "apply-config"]
-    stages += ["install", "boot-disk"]
-    if node.role is Role.CONTROLPLANE:
-        cps = site.controlplanes
-        stages.append("bootstrap-etcd" if cps and cps[0].name == node.name else "join-etcd")
-    stages.append("ready")
-    return stages
+    """The steps one node goes through inside the ``nodes`` stage: the phases its state record
+    takes (``state.Phase``), the same names ``up`` records and ``status`` shows. How the config
+    arrives (``config_delivery``) and which control plane bootstraps etcd are shown beside them."""
+    return [p.value for p in Phase if p is not Phase.BLANK]
 
 
 def node_plan(site: Site, node: Node) -> dict[str, Any]:
@@ -59,6 +48,9 @@ def node_plan(site: Site, node: Node) -> dict[str, Any]:
         "labels": dict(node.labels),
         "installer_image": talos.installer,
         "config_delivery": talos.config_delivery.value,
+        "bootstraps_etcd": node.role is Role.CONTROLPLANE
+        and bool(site.controlplanes)
+        and site.controlplanes[0].name == node.name,
         "stages": node_stages(site, node),
     }
 
@@ -85,6 +77,6 @@ def build_plan(site: Site, nodes: list[Node]) -> dict[str, Any]:
         "netboot_server": str(nets.netboot.server) if nets and nets.netboot else None,
         # Where secrets, configs and node records live (beside the inventory, not the cwd).
         "state_dir": str(site.state_dir),
-        "stages": bundle.stages(),
+        "stages": stage_names(bundle),
         "racks": [{"name": name, "nodes": rack_nodes} for name, rack_nodes in racks.items() if rack_nodes],
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .fsutil import atomic_write, private_dir
+from .layout import StateLayout
 from .records import NODE_RECORD_SHAPE, MalformedState, node_recovery, read_cluster_record, read_record
 
 
@@ -71,21 +72,22 @@ class StateStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.layout = StateLayout(self.root)  # the only place that knows the file names
 
     @property
     def nodes_dir(self) -> Path:
-        return self.root / "nodes"
+        return self.layout.nodes_dir
 
     @property
     def events_path(self) -> Path:
-        return self.root / "events.jsonl"
+        return self.layout.events
 
     @property
     def locks_dir(self) -> Path:
-        return self.root / "locks"
+        return self.layout.locks_dir
 
     def _path(self, name: str) -> Path:
-        return self.nodes_dir / f"{name}.json"
+        return self.layout.node_record(name)
 
     def node(self, name: str) -> NodeRecord:
         """The node's record; a blank one when there is none. A record that exists but cannot
@@ -118,11 +120,9 @@ class StateStore:
         """Read every record a run relies on (these nodes' and ``cluster.json``) before it
         starts: a malformed one stops it with exit 2 (``MalformedState``: file, problem,
         recovery) before any machine is touched, instead of half-way through."""
-        from .layout import StateLayout
-
         for name in names:
             self.node(name)
-        read_cluster_record(StateLayout(self.root).cluster_record)
+        read_cluster_record(self.layout.cluster_record)
 
     def all(self) -> list[NodeRecord]:
         if not self.nodes_dir.exists():

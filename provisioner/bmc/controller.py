@@ -350,12 +350,15 @@ class BMCController:
         self.close()
 
 
-def connect(node: Node, base_dir: Path, settings: ControllerSettings | None = None) -> BMCController:
+def connect(
+    node: Node, base_dir: Path, settings: ControllerSettings | None = None, password: str | None = None
+) -> BMCController:
     """The controller for ``node``'s BMC as the inventory describes it.
 
     The protocol's registered factory builds the driver (``registry``), so this function
     never names a protocol. Nothing is sent yet; the first operation logs in. The password is
-    read from its ``env:``/``file:`` reference now, so a missing secret fails before any traffic.
+    read from its ``env:``/``file:`` reference now (unless the caller resolved it once for the
+    whole run and passes ``password``), so a missing secret fails before any traffic.
     """
     settings = settings or ControllerSettings()
     bmc = node.bmc
@@ -364,7 +367,7 @@ def connect(node: Node, base_dir: Path, settings: ControllerSettings | None = No
     request = DriverRequest(
         node=node.name,
         settings=bmc,
-        password=bmc.password.resolve(base_dir),
+        password=bmc.password.resolve(base_dir) if password is None else password,
         base_dir=base_dir,
         timeout=settings.command_timeout,
         expected_uuid=node.uuid,

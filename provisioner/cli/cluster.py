@@ -112,11 +112,13 @@ def status(app: App) -> None:
         "cluster": site.cluster.name,
         "formed": cluster.formed,
         "etcd_members": cluster.members,
+        "stages": _stages(site, events),
         "nodes": rows,
     }
 
     def text(d: dict[str, Any]) -> str:
         out = [f"cluster {d['cluster']}: {'formed' if d['formed'] else 'not formed'}"]
+        out.append("stages: " + ", ".join(f"{s['name']} {s['status']}" for s in d["stages"]))
         for r in d["nodes"]:
             ev = r["last_event"]
             evs = f"#{ev['id']} {ev['time']} {ev['kind']} {ev['outcome']}" if ev else "-"
@@ -127,6 +129,28 @@ def status(app: App) -> None:
     emit(data, text)
 
 
+def _stages(site: Any, events: EventLog) -> list[dict[str, Any]]:
+    """The bundle's pipeline stages, by the names ``up`` records: ``done`` when the state
+    directory records the stage as complete, else the status of its last ``pipeline.stage``
+    event (``running``, ``failed``...), else ``pending``."""
+    from ..layout import StateLayout
+    from ..pipeline.stages import stages_for
+    from ..workflow.progress import PIPELINE_STAGE
+
+    layout = StateLayout(site.state_dir)
+    last: dict[str, tuple[str, str]] = {}
+    for event in events.iter():
+        if event.kind == PIPELINE_STAGE:
+            last[event.data.get("stage", "")] = (event.data.get("status", ""), event.data.get("detail", ""))
+    out = []
+    for stage in stages_for(site.cluster.bundle_spec):
+        status, detail = last.get(stage.name, ("pending", ""))
+        if stage.done(layout):
+            status = "done"
+        out.append({"name": stage.name, "status": status, "detail": detail})
+    return out
+
+
 @click.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
@@ -134,8 +158,11 @@ def reset(app: App, yes: bool) -> None:
     """Wipe the selected nodes through the Talos API and mark them blank."""
     import asyncio
 
-    from ..workflow import talos_ops
+    from ..pipeline.context import RunContext
     from ..workflow.locks import hold_racks
+    from ..workflow.progress import Progress
+    from ..workflow.reset import reset_nodes
+    from ..workflow.talos_ops import TalosOps
 
     site = app.site
     if not app.nodes:
@@ -143,20 +170,15 @@ def reset(app: App, yes: bool) -> None:
     nodes = app.selected()
     if not yes and not click.confirm(f"wipe {', '.join(n.name for n in nodes)}?", default=False):
         raise click.Abort()
-    store = StateStore(site.state_dir)
-    talosconfig = site.state_dir / "talosconfig"
-    failed = []
-    with hold_racks(store.locks_dir, [n.rack for n in nodes]):
-        for node in nodes:
-            try:
-                asyncio.run(talos_ops.reset(str(node.ip), talosconfig))
-            except talos_ops.TalosUnavailable as exc:
-                failed.append(f"{node.name}: {exc}")
-                continue
-            # A fresh record (never read: the old one may be the malformed record this reset
-            # recovers from); events before the reset no longer count for this node.
-            reset_ev = EventLog(store.events_path).append("node.reset", node=node.name)
-            store.save(NodeRecord(node.name, last_event=reset_ev.id))
-            click.echo(f"{node.name}: wiped, marked blank", err=True)
-    if failed:
-        raise OperationError("reset failed for " + "; ".join(failed))
+    ctx = RunContext.for_site(site, Progress(None, "lines"))
+    ctx.talos = TalosOps(ctx.layout.talosconfig)
+    with hold_racks(ctx.layout.locks_dir, [n.rack for n in nodes]):
+        # Control planes leave etcd first (graceful) unless every one of them is reset; the
+        # cluster record is updated, so the next ``up`` re-forms (and re-bootstraps) as needed.
+        result = asyncio.run(reset_nodes(ctx, nodes))
+    for name in result.wiped:
+        click.echo(f"{name}: wiped, marked blank", err=True)
+    if result.rebootstrap:
+        click.echo("no installed control plane is left: the next `up` bootstraps etcd again", err=True)
+    if result.failed:
+        raise OperationError("reset failed for " + "; ".join(f"{n}: {e}" for n, e in result.failed.items()))

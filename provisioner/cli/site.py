@@ -8,6 +8,7 @@ import click
 
 from ..bundles import BUNDLES
 from ..inventory import InventoryError
+from ..pipeline.stages import stage_names
 from ..plan import build_plan
 from ..tenants import TenantNode, tree_for
 from .context import App, pass_app
@@ -91,7 +92,8 @@ def _plan_text(d: dict[str, Any]) -> str:
 @click.command()
 def bundles() -> None:
     """List the Cozystack bundles and what each installs and excludes."""
-    data = [b.as_dict() for b in BUNDLES.values()]
+    # The stages come from the pipeline itself (provisioner/pipeline/stages.py): one set of names.
+    data = [{**b.as_dict(), "stages": stage_names(b)} for b in BUNDLES.values()]
 
     def text(rows: list[dict[str, Any]]) -> str:
         out = []

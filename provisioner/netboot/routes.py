@@ -18,6 +18,7 @@ import netaddr
 
 from ..events import ASSET_DOWNLOAD, CONFIG_DENIED, CONFIG_FETCH, IPXE_SCRIPT, IPXE_UNKNOWN, EventLog
 from ..inventory.model import ConfigDelivery, Node, Site
+from ..layout import StateLayout
 from ..records import MalformedState
 from ..state import StateStore
 from . import ipxe
@@ -84,7 +85,7 @@ class NetbootRoutes:
             self.by_ip = {str(n.ip): n for n in site.nodes}
             if assets_dir is not None:
                 self.assets_dir = assets_dir
-            self.configs_dir = configs_dir or site.state_dir / "configs"
+            self.configs_dir = configs_dir or StateLayout(site.state_dir).configs_dir
             self.endpoint = endpoint or ipxe.Endpoint.for_site(site)
 
     def __call__(self, req: Request) -> Reply:

@@ -24,6 +24,7 @@ from ..errors import InputError, OperationError, ProvisionerError
 from ..events import EventLog
 from ..fsutil import private_dir
 from ..inventory.model import Node, Site
+from ..layout import StateLayout
 from ..state import StateStore
 from . import dnsmasq
 from .assets import asset_set
@@ -56,7 +57,7 @@ class NetbootService:
         self.events = event_log
         self.nodes = list(site.nodes if nodes is None else nodes)
         self.assets_root = assets_root
-        self.runtime_dir = runtime_dir or site.state_dir / "netboot"
+        self.runtime_dir = runtime_dir or StateLayout(site.state_dir).netboot_dir
         self.dhcp = dhcp
         nb = site.networks.netboot
         self._http_host = http_host or str(nb.server)

@@ -36,6 +36,7 @@ import jinja2
 from ..errors import InputError
 from ..fsutil import private_dir
 from ..inventory.model import Management, Node, Role, Site
+from ..layout import StateLayout
 from . import yamlout
 from .checks import check_node_config
 from .patches import Document, Patch, apply_patch, apply_strategic, load_patch
@@ -289,11 +290,11 @@ class GenerateResult:
 
 
 def configs_dir(site: Site) -> Path:
-    return site.state_dir / "configs"
+    return StateLayout(site.state_dir).configs_dir
 
 
 def talosconfig_path(site: Site) -> Path:
-    return site.state_dir / "talosconfig"
+    return StateLayout(site.state_dir).talosconfig
 
 
 def render_all(

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from ..errors import InputError
 from ..fsutil import locked, private_dir, write_once
 from ..inventory.model import Site
+from ..layout import StateLayout
 from . import pki
 from .pki import KeyPair
 
@@ -198,7 +199,7 @@ def load_secrets(path: Path) -> SecretsBundle:
 
 
 def secrets_path(site: Site) -> Path:
-    return site.state_dir / SECRETS_FILE
+    return StateLayout(site.state_dir).secrets
 
 
 def ensure_secrets(site: Site) -> SecretsBundle:

@@ -1,7 +1,9 @@
 """The admin ``talosconfig``: who may talk to the Talos API, and how.
 
 Format as ``talosctl`` writes it (``context`` + ``contexts.<name>.{endpoints, ca, crt,
-key}``, base64 PEM), so the file works with ``talosctl --talosconfig`` directly. The client
+key}``, base64 PEM), so the file works with ``talosctl --talosconfig`` directly. Reading a
+talosconfig back lives in ``provisioner.talosapi.talosconfig`` (the client's side); this
+module only writes one, so the dependency runs talos -> talosapi. The client
 certificate is Ed25519, signed by the OS CA, O=os:admin, ExtKeyUsage ClientAuth only.
 
 A certificate is random and time-stamped, so regenerating it on every run would make the
@@ -16,7 +18,6 @@ import datetime as dt
 import os
 import ssl
 from pathlib import Path
-from typing import Any
 
 import yaml
 from cryptography import x509
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..errors import InputError
 from ..fsutil import atomic_write
+from ..talosapi.talosconfig import load_talosconfig
+from ..talosapi.tls import mtls_client_context
 from . import pki
 from .pki import KeyPair
 from .secrets import SecretsBundle
@@ -49,42 +52,8 @@ def render_talosconfig(context: str, endpoints: list[str], ca_pem: bytes, client
     return yaml.dump(doc, Dumper=yaml.SafeDumper, sort_keys=False, indent=4, width=1 << 16).encode()
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.load(Path(path).read_bytes(), Loader=yaml.CSafeLoader)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read talosconfig: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise InputError(f"{path}: talosconfig is not valid YAML") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), dict) or not doc["contexts"]:
-        raise InputError(f"{path}: talosconfig has no contexts")
-    return doc
-
-
-def load_talosconfig(path: Path, context: str | None = None) -> tuple[list[str], bytes, bytes, bytes]:
-    """(endpoints, CA PEM, client cert PEM, client key PEM) of the current (or named) context.
-
-    The key keeps Talos's ``ED25519 PRIVATE KEY`` label; pass it through
-    ``pki.pem_for_python_ssl`` (or use ``client_ssl_context``) before giving it to ``ssl``.
-    """
-    doc = _read(path)
-    name = context or doc.get("context") or next(iter(doc["contexts"]))
-    ctx = doc["contexts"].get(name)
-    if not isinstance(ctx, dict):
-        raise InputError(f"{path}: talosconfig has no context {name!r}")
-    try:
-        endpoints = [str(e) for e in ctx.get("endpoints") or []]
-        ca, crt, key = (pki.unb64(ctx[k]) for k in ("ca", "crt", "key"))
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: context {name!r} needs base64 ca, crt and key") from None
-    return endpoints, ca, crt, key
-
-
 def client_ssl_context(ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A mutual-TLS client context for apid (TLS >= 1.2, ALPN h2, server verified against
-    the OS CA): the Talos API client's own, so there is one definition of it."""
-    from ..talosapi.tls import mtls_client_context
-
+    """A mutual-TLS client context for apid: the Talos API client's own (one definition of it)."""
     return mtls_client_context(ca_pem, crt_pem, key_pem)
 
 

@@ -44,6 +44,7 @@ from . import tls
 from .errors import TalosApiError, TalosRefused, TalosTLSError, TalosUnavailable
 from .gen.machine import machine_grpc, machine_pb2
 from .modes import ApplyMode, WipeMode
+from .talosconfig import load_credentials
 
 __all__ = [
     "ApplyMode",
@@ -245,13 +246,11 @@ class TalosClient:
 
         A malformed file or missing endpoint is the operator's to fix: ``InputError`` (exit 2).
         """
-        from ..talos.talosconfig import load_talosconfig  # host-side only (PyYAML, secrets model)
-
-        endpoints, ca, crt, key = load_talosconfig(path, context)
-        target = endpoint or (endpoints[0] if endpoints else None)
+        creds = load_credentials(path, context)
+        target = endpoint or (creds.endpoints[0] if creds.endpoints else None)
         if target is None:
             raise InputError(f"{path}: the talosconfig context has no endpoints and none was given")
-        return cls.mtls(target, tls.ClientCredentials(tuple(endpoints), ca, crt, key), **kwargs)
+        return cls.mtls(target, creds, **kwargs)
 
     @property
     def label(self) -> str:

@@ -2,8 +2,10 @@
 wait for a full voting quorum, fetch the admin kubeconfig.
 
 Bootstrap is the one step that must never run twice (a second bootstrap on another node
-splits etcd), so it is guarded twice: by the cluster state file, and by asking every
-control plane whether etcd already has members before calling it.
+splits etcd), so it is guarded twice: by the cluster record (``cluster.json``), and by asking
+every control plane whether etcd already has members before calling it. A crash between
+Bootstrap and the record is covered by the second guard: the rerun finds members and only
+records them.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..fsutil import atomic_write
-from ..inventory.model import Node, Site
+from ..inventory.model import Node
 from ..records import read_cluster_record
-from ..state import Phase, StateStore
-from . import talos_ops
-from .progress import Progress
+from ..state import Phase
+from .talos_ops import EtcdMember, TalosAccess, TalosUnavailable
+
+if TYPE_CHECKING:
+    from ..pipeline.context import RunContext
 
 
 class ClusterFailed(Exception):
@@ -45,21 +50,18 @@ class ClusterState:
         atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
 
 
-def cluster_state_path(store: StateStore) -> Path:
-    return store.root / "cluster.json"
+def is_formed(ctx: RunContext) -> bool:
+    return ClusterState.load(ctx.layout.cluster_record).formed and ctx.layout.kubeconfig.exists()
 
 
-def kubeconfig_path(store: StateStore) -> Path:
-    return store.root / "kubeconfig"
-
-
-async def form(
-    site: Site, store: StateStore, progress: Progress, talosconfig: Path, poll: float = 2.0
-) -> ClusterState:
+async def form(ctx: RunContext) -> ClusterState:
+    site, layout, store, progress = ctx.site, ctx.layout, ctx.store, ctx.progress
+    assert ctx.talos is not None, "the run context has no Talos access"
+    talos = ctx.talos
     cps = site.controlplanes
-    path = cluster_state_path(store)
+    path = layout.cluster_record
     state = ClusterState.load(path)
-    if state.formed and kubeconfig_path(store).exists():
+    if state.formed and layout.kubeconfig.exists():
         progress.cluster("formed", "cluster already formed; kubeconfig present")
         return state
 
@@ -68,7 +70,7 @@ async def form(
         raise ClusterFailed(f"control planes not installed yet: {', '.join(waiting)}")
 
     if not state.bootstrapped:
-        existing = await _existing_members(cps, talosconfig)
+        existing = await _existing_members(cps, talos)
         if existing:
             progress.cluster(
                 "bootstrap", f"etcd already has members ({', '.join(existing)}): not bootstrapping again"
@@ -77,7 +79,7 @@ async def form(
         else:
             target = cps[0]
             progress.cluster("bootstrap", f"bootstrapping etcd on {target.name}")
-            await talos_ops.bootstrap(str(target.ip), talosconfig)
+            await talos.bootstrap(str(target.ip))
             state.bootstrapped, state.bootstrap_node = True, target.name
         state.save(path)
 
@@ -86,7 +88,7 @@ async def form(
     progress.cluster("etcd", f"waiting for {len(want)} voting etcd members")
     last: list[str] = []
     while True:
-        voting = await _voting_members(cps, talosconfig)
+        voting = await _voting_members(cps, talos)
         if voting is not None:
             if voting != last:
                 progress.cluster("etcd", f"voting members: {', '.join(sorted(voting)) or 'none'}")
@@ -98,37 +100,37 @@ async def form(
             raise ClusterFailed(
                 f"etcd did not reach {len(want)} voting members in time; missing: {', '.join(missing)}"
             )
-        await asyncio.sleep(poll)
+        await asyncio.sleep(ctx.poll)
     state.members = sorted(last)
 
     progress.cluster("kubeconfig", "fetching the admin kubeconfig")
-    data = await _first_ok(cps, lambda ip: talos_ops.kubeconfig(ip, talosconfig))
-    atomic_write(kubeconfig_path(store), data, mode=0o600)
+    data = await _first_ok(cps, talos.kubeconfig)
+    atomic_write(layout.kubeconfig, data, mode=0o600)
     state.formed = True
     state.save(path)
-    progress.cluster("formed", f"kubeconfig written to {kubeconfig_path(store)}")
+    progress.cluster("formed", f"kubeconfig written to {layout.kubeconfig}")
     return state
 
 
-async def _answers(cps: list[Node], talosconfig: Path) -> AsyncIterator[list[talos_ops.EtcdMember]]:
+async def _answers(cps: list[Node], talos: TalosAccess) -> AsyncIterator[list[EtcdMember]]:
     """etcd's member list as each answering control plane sees it, in inventory order."""
     for cp in cps:
         try:
-            yield await talos_ops.etcd_members(str(cp.ip), talosconfig)
-        except talos_ops.TalosUnavailable:
+            yield await talos.etcd_members(str(cp.ip))
+        except TalosUnavailable:
             continue
 
 
-async def _existing_members(cps: list[Node], talosconfig: Path) -> list[str]:
+async def _existing_members(cps: list[Node], talos: TalosAccess) -> list[str]:
     """Members of an etcd that already exists anywhere: the guard against a second bootstrap."""
-    async for members in _answers(cps, talosconfig):
+    async for members in _answers(cps, talos):
         if members:
             return [m.hostname for m in members]
     return []
 
 
-async def _voting_members(cps: list[Node], talosconfig: Path) -> list[str] | None:
-    async for members in _answers(cps, talosconfig):
+async def _voting_members(cps: list[Node], talos: TalosAccess) -> list[str] | None:
+    async for members in _answers(cps, talos):
         return sorted(m.hostname for m in members if not m.is_learner)
     return None
 
@@ -138,6 +140,6 @@ async def _first_ok(cps: list[Node], call: Callable[[str], Awaitable[bytes]]) ->
     for cp in cps:
         try:
             return await call(str(cp.ip))
-        except talos_ops.TalosUnavailable as exc:
+        except TalosUnavailable as exc:
             errors.append(f"{cp.name}: {exc}")
     raise ClusterFailed("no control plane answered: " + "; ".join(errors))

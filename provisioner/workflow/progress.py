@@ -1,7 +1,9 @@
-"""Where each node stands, shown as it changes.
+"""Where each stage and node stands, shown as it changes.
 
 A live table (rich) on a terminal, one line per event otherwise, JSON lines with
 ``--output json`` so CI can parse the run. Every update also lands in the event log.
+Stages report through ``stage(name, status, message, level)``, nodes through ``step``, the
+cluster formation through ``cluster``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..events import NODE_STEP, EventLog
+
+# The event kind of a pipeline stage's change (see ``Progress.stage``).
+PIPELINE_STAGE = "pipeline.stage"
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Progress:
         self.mode = mode
         self.nodes: dict[str, NodeView] = {}
         self.cluster_status = "waiting for the control planes"
+        self.stages: dict[str, str] = {}  # stage name -> last status, in the order first seen
+        self.stage_line = ""
         self._live: Any = None
 
     def __enter__(self) -> Progress:
@@ -82,13 +89,38 @@ class Progress:
             event_id = self.events.append(CLUSTER_STEP, outcome=outcome, step=step, detail=detail).id
         self._emit({"event": event_id, "cluster": step, "outcome": outcome, "detail": detail})
 
+    def stage(self, name: str, status: str, message: str = "", level: str = "info") -> None:
+        """A pipeline stage changed: ``status`` is running, done, skipped, failed or a step of its
+        own; ``level`` is info, warning or error. Recorded as a ``pipeline.stage`` event."""
+        self.stages[name] = status
+        self.stage_line = f"{name}: {status}" + (f" ({message})" if message else "")
+        event_id = None
+        if self.events is not None:
+            outcome = {"error": "error", "warning": "warning"}.get(level, "ok")
+            event_id = self.events.append(
+                PIPELINE_STAGE, outcome=outcome, stage=name, status=status, detail=message, level=level
+            ).id
+        self._emit(
+            {
+                "event": event_id,
+                "stage": name,
+                "status": status,
+                "level": level,
+                "outcome": "ok" if level == "info" else level,
+                "detail": message,
+            }
+        )
+
     def _emit(self, record: dict[str, Any]) -> None:
         if self.mode == "json":
             self.stream.write(json.dumps(record, default=str) + "\n")
             self.stream.flush()
         elif self.mode == "lines":
-            who = record.get("node") or "cluster"
-            what = record.get("phase") or record.get("cluster")
+            if "stage" in record:
+                who, what = "stage", f"{record['stage']} {record['status']}"
+            else:
+                who = record.get("node") or "cluster"
+                what = record.get("phase") or record.get("cluster")
             mark = "" if record["outcome"] == "ok" else f" [{record['outcome']}]"
             detail = f": {record['detail']}" if record.get("detail") else ""
             self.stream.write(f"{time.strftime('%H:%M:%S')} {who:<14} {what}{mark}{detail}\n")
@@ -103,7 +135,10 @@ class Progress:
     def _table(self) -> Any:
         from rich.table import Table
 
-        table = Table(title="provisioner up", caption=f"cluster: {self.cluster_status}", expand=False)
+        caption = f"cluster: {self.cluster_status}"
+        if self.stage_line:
+            caption = f"stage {self.stage_line}\n{caption}"
+        table = Table(title="provisioner up", caption=caption, expand=False)
         for col in ("node", "rack", "phase", "detail"):
             table.add_column(col)
         for v in self.nodes.values():

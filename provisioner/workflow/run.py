@@ -1,13 +1,9 @@
-"""The `up` pipeline, top to bottom:
+"""`provisioner up`: build the run context once, then walk the bundle's stages in order.
 
-    validate (already done by loading the site)
-    -> secrets (once) and machine configs
-    -> netboot service up
-    -> every selected node: power off, PXE once, power on, config delivered, installed, boot from disk
-    -> cluster: bootstrap etcd once, full voting quorum, kubeconfig
-
-Nodes run side by side; one node's failure never stops the others. The run returns a
-per-node summary; the CLI exits 1 if any node or the cluster step failed.
+The stages themselves are listed in ``provisioner/pipeline/stages.py``; this module only
+sets a run up (locks, progress, the BMC gate, the Talos access, the netboot service) and
+turns what the run left behind into a per-node summary. Nodes run side by side; one node's
+failure never stops the others. The CLI exits 1 if any node, the cluster or a stage failed.
 """
 
 from __future__ import annotations
@@ -15,41 +11,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..events import EventLog
 from ..inventory.model import Node, Site
+from ..layout import StateLayout
+from ..pipeline.base import Stage
+from ..pipeline.context import NetbootFactory, NodeOutcome, RunContext
+from ..pipeline.runner import walk
+from ..pipeline.stages import STAGES
 from ..state import Phase, StateStore
-from . import clusterflow, nodeflow
-from .locks import cluster_lock, hold_racks
+from .bmcgate import BMCGate, Connect
+from .locks import hold_racks
 from .progress import Progress
+from .talos_ops import TalosAccess, TalosOps
 
-
-@dataclass
-class NodeOutcome:
-    name: str
-    rack: str
-    phase: str
-    ok: bool
-    error: str | None = None
-    seconds: float = 0.0
+__all__ = ["NodeOutcome", "UpResult", "up"]
 
 
 @dataclass
 class UpResult:
     nodes: list[NodeOutcome] = field(default_factory=list)
-    cluster: str = "skipped"  # formed | skipped | failed | waiting
+    cluster: str = "skipped"  # formed | skipped | failed | waiting | hosted
     cluster_error: str | None = None
     kubeconfig: str | None = None
     seconds: float = 0.0
+    stages: dict[str, str] = field(default_factory=dict)  # stage name -> status in this run
+    stage_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return all(n.ok for n in self.nodes) and self.cluster in ("formed", "waiting", "hosted")
+        return (
+            all(n.ok for n in self.nodes)
+            and self.cluster in ("formed", "waiting", "hosted")
+            and self.stage_error is None
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,21 +56,16 @@ class UpResult:
             "cluster_error": self.cluster_error,
             "kubeconfig": self.kubeconfig,
             "seconds": round(self.seconds, 1),
+            "stages": [{"name": k, "status": v} for k, v in self.stages.items()],
+            "stage_error": self.stage_error,
             "nodes": [n.__dict__ for n in self.nodes],
         }
 
 
-class _Slots:
-    """BMC concurrency: at most ``total`` commands at once, at most ``per_rack`` per rack."""
+def _netboot(ctx: RunContext, pending: list[Node]) -> contextlib.AbstractContextManager[Any]:
+    from ..netboot.service import NetbootService  # dnsmasq and the HTTP server, only when needed
 
-    def __init__(self, total: int, per_rack: int) -> None:
-        self.total = asyncio.Semaphore(total)
-        self.racks: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_rack))
-
-    @contextlib.asynccontextmanager
-    async def __call__(self, node: Node) -> AsyncIterator[None]:
-        async with self.racks[node.rack], self.total:
-            yield
+    return NetbootService(ctx.site, ctx.store, ctx.events, nodes=pending)
 
 
 def up(
@@ -82,138 +75,65 @@ def up(
     bmc_concurrency: int = 32,
     per_rack: int = 8,
     poll: float = 2.0,
+    *,
+    talos: TalosAccess | None = None,
+    bmc_connect: Connect | None = None,
+    netboot: NetbootFactory | None = _netboot,
+    stages: Sequence[Stage] = STAGES,
+    options: dict[str, Any] | None = None,
 ) -> UpResult:
+    """Run the pipeline for the selected ``nodes``. ``talos``, ``bmc_connect`` and ``netboot``
+    are the test seams (fake machine API, fake BMC drivers, no netboot service)."""
     started = time.monotonic()
-    if site.cluster.bundle_spec.hosted:
-        return _hosted(site)
-
-    from ..talos.configs import generate_configs
-    from ..talos.secrets import ensure_secrets
-
-    store = StateStore(site.state_dir)
-    events = EventLog(store.events_path)
+    hosted = site.cluster.bundle_spec.hosted
+    if hosted:
+        assert site.hosted is not None
+        kubeconfig = site.base_dir / site.hosted.kubeconfig
+        if not kubeconfig.is_file():
+            raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
-    with hold_racks(store.locks_dir, [n.rack for n in nodes]):
-        ensure_secrets(site)
-        config_paths = generate_configs(site)
-        talosconfig = site.state_dir / "talosconfig"
-        pending = [n for n in nodes if store.node(n.name).phase is not Phase.READY]
+    with (
+        Progress(None, progress_mode) as progress,
+        hold_racks(StateLayout(site.state_dir).locks_dir, [] if hosted else [n.rack for n in nodes]),
+    ):
+        if not hosted:  # a malformed record stops the run here (exit 2), before any machine is touched
+            StateStore(site.state_dir).check([n.name for n in nodes])
 
-        with Progress(events, progress_mode) as progress:
-            for n in nodes:
-                progress.add(n.name, n.rack, store.node(n.name).phase.value)
-            with contextlib.ExitStack() as stack:
-                if pending:
-                    from ..netboot.service import NetbootService
+        async def main() -> RunContext:
+            ctx = RunContext.for_site(
+                site, progress, nodes=list(nodes), poll=poll, options=dict(options or {})
+            )
+            progress.events = ctx.events
+            ctx.netboot = netboot
+            ctx.talos = talos or TalosOps(ctx.layout.talosconfig)
+            ctx.bmc = BMCGate(site, bmc_concurrency, per_rack, connect_fn=bmc_connect)
+            if hosted:
+                ctx.cluster_status = "hosted"
+            try:
+                result.stage_error = await walk(ctx, stages)
+            finally:
+                ctx.bmc.close()
+            return ctx
 
-                    stack.enter_context(NetbootService(site, store, events, nodes=pending))
-                outcomes, (result.cluster, result.cluster_error) = asyncio.run(
-                    _run_all(
-                        site,
-                        pending,
-                        store,
-                        events,
-                        progress,
-                        config_paths,
-                        talosconfig,
-                        _Slots(bmc_concurrency, per_rack),
-                        poll,
-                    )
-                )
-            for n in nodes:
-                rec = store.node(n.name)
-                outcome = outcomes.get(n.name)
-                result.nodes.append(
-                    NodeOutcome(
-                        n.name,
-                        n.rack,
-                        rec.phase.value,
-                        rec.phase is Phase.READY,
-                        rec.error,
-                        outcome.seconds if outcome else 0.0,
-                    )
-                )
-            if result.cluster == "formed":
-                result.kubeconfig = str(clusterflow.kubeconfig_path(store))
+        ctx = asyncio.run(main())
+    for n in nodes if not hosted else []:
+        rec = ctx.store.node(n.name)
+        outcome = ctx.outcomes.get(n.name)
+        result.nodes.append(
+            NodeOutcome(
+                n.name,
+                n.rack,
+                rec.phase.value,
+                rec.phase is Phase.READY,
+                rec.error,
+                outcome.seconds if outcome else 0.0,
+            )
+        )
+    result.cluster, result.cluster_error = ctx.cluster_status, ctx.cluster_error
+    if result.cluster == "skipped" and ctx.stages.get("cluster") == "done":
+        result.cluster = "formed"  # recorded as formed by an earlier run
+    if result.cluster in ("formed", "hosted") and ctx.kubeconfig is not None:
+        result.kubeconfig = str(ctx.kubeconfig)
+    result.stages = dict(ctx.stages)
     result.seconds = time.monotonic() - started
     return result
-
-
-async def _run_all(
-    site: Site,
-    nodes: list[Node],
-    store: StateStore,
-    events: EventLog,
-    progress: Progress,
-    config_paths: dict[str, Any],
-    talosconfig: Any,
-    slots: _Slots,
-    poll: float,
-) -> tuple[dict[str, NodeOutcome], tuple[str, str | None]]:
-    """Drive the nodes and, beside them, form the cluster as soon as every control plane
-    is installed: workers need the control-plane endpoint (the VIP, which comes up with
-    etcd) to finish, exactly as on real Talos, so the cluster must not wait for them."""
-    configs_dir = next(iter(config_paths.values())).parent if config_paths else site.state_dir / "configs"
-    finished: dict[str, NodeOutcome] = {}
-    cluster_failed = asyncio.Event()
-
-    async def one(node: Node) -> NodeOutcome:
-        t0 = time.monotonic()
-        run = nodeflow.NodeRun(
-            site, node, store, events, progress, configs_dir, talosconfig, slots, poll, cluster_failed
-        )
-        try:
-            rec = await nodeflow.drive(run)
-            out = NodeOutcome(node.name, node.rack, rec.phase.value, True, None, time.monotonic() - t0)
-        except nodeflow.NodeFailed as exc:
-            rec = store.update(node.name, error=str(exc))
-            progress.step(node.name, rec.phase.value, str(exc), "error")
-            out = NodeOutcome(node.name, node.rack, rec.phase.value, False, str(exc), time.monotonic() - t0)
-        except Exception as exc:  # a bug in one node's flow must not stop the others
-            msg = f"unexpected {type(exc).__name__}: {exc}"
-            rec = store.update(node.name, error=msg)
-            progress.step(node.name, rec.phase.value, msg, "error")
-            out = NodeOutcome(node.name, node.rack, rec.phase.value, False, msg, time.monotonic() - t0)
-        finished[node.name] = out
-        return out
-
-    async def cluster() -> tuple[str, str | None]:
-        in_run = {n.name for n in nodes}
-        while True:
-            cps = [(cp.name, store.node(cp.name)) for cp in site.controlplanes]
-            if all(rec.phase.order >= Phase.INSTALLED.order for _, rec in cps):
-                break
-            failed = [name for name, _ in cps if name in finished and not finished[name].ok]
-            if failed:
-                cluster_failed.set()
-                return "failed", f"control planes failed to install: {', '.join(failed)}"
-            outside = [
-                name for name, rec in cps if name not in in_run and rec.phase.order < Phase.INSTALLED.order
-            ]
-            if outside:
-                progress.cluster(
-                    "waiting",
-                    f"control planes outside this selection are not installed: {', '.join(outside)}",
-                )
-                return "waiting", None
-            await asyncio.sleep(poll)
-        try:
-            with cluster_lock(store.locks_dir):
-                await clusterflow.form(site, store, progress, talosconfig, poll)
-            return "formed", None
-        except Exception as exc:  # reported per run, never a traceback
-            cluster_failed.set()
-            progress.cluster("failed", str(exc), "error")
-            return "failed", str(exc)
-
-    cluster_task = asyncio.create_task(cluster())
-    outcomes = await asyncio.gather(*(one(n) for n in nodes))
-    return {o.name: o for o in outcomes}, await cluster_task
-
-
-def _hosted(site: Site) -> UpResult:
-    assert site.hosted is not None
-    path = site.base_dir / site.hosted.kubeconfig
-    if not path.is_file():
-        raise InputError(f"hosted.kubeconfig: {path} does not exist")
-    return UpResult(cluster="hosted", kubeconfig=str(path))

@@ -1,4 +1,10 @@
-"""The few Talos machine-API conversations `up` has with a node.
+"""The few Talos machine-API conversations `up` has with a node, behind one seam.
+
+``TalosAccess`` is what the node flow and cluster formation call; ``TalosOps`` is the real
+one, built once per run: the talosconfig is read and the mutual-TLS context built on first
+use, then shared by every probe (a probe every 2 s per node used to re-parse the file and
+build a new SSL context each time). Tests inject a fake ``TalosAccess`` through the run
+context, the way httpx's ``MockTransport`` makes a client testable.
 
 Readiness probes use one short attempt each (the caller polls); actions use the client's
 own bounded retries. Everything else about the protocol lives in ``provisioner.talosapi``.
@@ -6,14 +12,21 @@ own bounded retries. Everything else about the protocol lives in ``provisioner.t
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
+from typing import Protocol
 
+from ..errors import InputError
 from ..talosapi.client import EtcdMember, RetryPolicy, TalosClient
 from ..talosapi.errors import TalosApiError, TalosRefused, TalosUnavailable
 from ..talosapi.modes import ApplyMode
+from ..talosapi.talosconfig import load_credentials
+from ..talosapi.tls import mtls_client_context
 
 __all__ = [
     "EtcdMember",
+    "TalosAccess",
+    "TalosOps",
     "TalosUnavailable",
     "apply_config",
     "bootstrap",
@@ -27,63 +40,131 @@ __all__ = [
 _PROBE = RetryPolicy(attempts=1)
 
 
+class TalosAccess(Protocol):
+    """What a run asks of the nodes' machine API. Every method takes the node's IP."""
+
+    async def maintenance_ready(self, ip: str) -> bool:
+        """True once the node's maintenance API answers (it booted without a config)."""
+        ...
+
+    async def apply_config(self, ip: str, data: bytes) -> None:
+        """Send the machine config to a node in maintenance mode; it installs and reboots."""
+        ...
+
+    async def secure_version(self, ip: str) -> str | None:
+        """The version tag when the installed OS answers over mutual TLS, else None."""
+        ...
+
+    async def etcd_members(self, ip: str) -> list[EtcdMember]:
+        """etcd's members as this control plane sees them; [] when etcd is not running yet.
+        Raises ``TalosUnavailable`` when the node does not answer."""
+        ...
+
+    async def bootstrap(self, ip: str) -> None: ...
+
+    async def kubeconfig(self, ip: str) -> bytes: ...
+
+    async def reset(self, ip: str, graceful: bool) -> None:
+        """Wipe the node; ``graceful`` makes a control plane leave etcd first."""
+        ...
+
+
+class TalosOps:
+    """The real machine API, with the talosconfig's credentials loaded once per run."""
+
+    def __init__(self, talosconfig: Path | None, probe_timeout: float = 5.0) -> None:
+        self.talosconfig = talosconfig
+        self.probe_timeout = probe_timeout
+        self._mtls: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        # Lazily: the talosconfig is written by the configs stage of the same run.
+        if self._mtls is None:
+            if self.talosconfig is None:
+                raise InputError("no talosconfig: only maintenance-mode calls are possible")
+            creds = load_credentials(self.talosconfig)
+            self._mtls = mtls_client_context(creds.ca_pem, creds.crt_pem, creds.key_pem)
+        return self._mtls
+
+    def _secure(self, ip: str, timeout: float, retry: RetryPolicy | None = None) -> TalosClient:
+        return TalosClient(ip, self._context(), timeout=timeout, retry=retry)
+
+    async def maintenance_ready(self, ip: str) -> bool:
+        async with TalosClient.maintenance(ip, timeout=self.probe_timeout, retry=_PROBE) as client:
+            try:
+                await client.version()
+            except TalosApiError:
+                return False
+        return True
+
+    async def apply_config(self, ip: str, data: bytes) -> None:
+        async with TalosClient.maintenance(ip, timeout=60.0) as client:
+            await client.apply_configuration(data, mode=ApplyMode.REBOOT)
+
+    async def secure_version(self, ip: str) -> str | None:
+        async with self._secure(ip, self.probe_timeout, _PROBE) as client:
+            try:
+                version = await client.version()
+            except TalosApiError:
+                return None
+        return version.tag
+
+    async def etcd_members(self, ip: str) -> list[EtcdMember]:
+        async with self._secure(ip, 10.0, _PROBE) as client:
+            try:
+                return await client.etcd_member_list()
+            except TalosRefused:
+                return []  # the node answers but etcd is not up: no members yet
+            except TalosApiError as exc:
+                raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+
+    async def bootstrap(self, ip: str) -> None:
+        async with self._secure(ip, 60.0) as client:
+            try:
+                await client.bootstrap()
+            except TalosRefused as exc:
+                if exc.grpc_status != "ALREADY_EXISTS":
+                    raise
+
+    async def kubeconfig(self, ip: str) -> bytes:
+        async with self._secure(ip, 60.0) as client:
+            try:
+                return await client.kubeconfig()
+            except TalosApiError as exc:
+                raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+
+    async def reset(self, ip: str, graceful: bool) -> None:
+        async with self._secure(ip, 60.0) as client:
+            try:
+                await client.reset(graceful=graceful, reboot=True)
+            except TalosApiError as exc:
+                raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+
+
+# -- one-shot helpers (scripts and tests): each builds its own TalosOps ---------------------------
 async def maintenance_ready(ip: str, timeout: float = 5.0) -> bool:
-    """True once the node's maintenance API answers (it booted without a config)."""
-    async with TalosClient.maintenance(ip, timeout=timeout, retry=_PROBE) as client:
-        try:
-            await client.version()
-        except TalosApiError:
-            return False
-    return True
+    return await TalosOps(None, timeout).maintenance_ready(ip)
 
 
 async def apply_config(ip: str, data: bytes) -> None:
-    """Send the machine config to a node in maintenance mode; it installs and reboots."""
-    async with TalosClient.maintenance(ip, timeout=60.0) as client:
-        await client.apply_configuration(data, mode=ApplyMode.REBOOT)
+    await TalosOps(None).apply_config(ip, data)
 
 
 async def secure_version(ip: str, talosconfig: Path, timeout: float = 5.0) -> str | None:
-    """The node's version tag when its installed OS answers over mutual TLS, else None."""
-    async with TalosClient.from_talosconfig(talosconfig, ip, timeout=timeout, retry=_PROBE) as client:
-        try:
-            version = await client.version()
-        except TalosApiError:
-            return None
-    return version.tag
+    return await TalosOps(talosconfig, timeout).secure_version(ip)
 
 
 async def etcd_members(ip: str, talosconfig: Path) -> list[EtcdMember]:
-    """etcd's members as this control plane sees them; [] when etcd is not running yet."""
-    async with TalosClient.from_talosconfig(talosconfig, ip, timeout=10.0, retry=_PROBE) as client:
-        try:
-            return await client.etcd_member_list()
-        except TalosRefused:
-            return []  # the node answers but etcd is not up: no members yet
-        except TalosApiError as exc:
-            raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+    return await TalosOps(talosconfig).etcd_members(ip)
 
 
 async def bootstrap(ip: str, talosconfig: Path) -> None:
-    async with TalosClient.from_talosconfig(talosconfig, ip, timeout=60.0) as client:
-        try:
-            await client.bootstrap()
-        except TalosRefused as exc:
-            if exc.grpc_status != "ALREADY_EXISTS":
-                raise
+    await TalosOps(talosconfig).bootstrap(ip)
 
 
 async def kubeconfig(ip: str, talosconfig: Path) -> bytes:
-    async with TalosClient.from_talosconfig(talosconfig, ip, timeout=60.0) as client:
-        try:
-            return await client.kubeconfig()
-        except TalosApiError as exc:
-            raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+    return await TalosOps(talosconfig).kubeconfig(ip)
 
 
-async def reset(ip: str, talosconfig: Path) -> None:
-    async with TalosClient.from_talosconfig(talosconfig, ip, timeout=60.0) as client:
-        try:
-            await client.reset(graceful=False, reboot=True)
-        except TalosApiError as exc:
-            raise TalosUnavailable(exc.endpoint, exc.rpc, exc.detail, exc.grpc_status) from None
+async def reset(ip: str, talosconfig: Path, graceful: bool = False) -> None:
+    await TalosOps(talosconfig).reset(ip, graceful)

@@ -8,9 +8,9 @@ Only the BMC is contacted (127.0.0.1); the node's own address is never dialled h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,10 @@ from provisioner.inventory import load_inventory
 from provisioner.inventory.model import Node, Site
 from provisioner.lab.bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec
 from provisioner.lab.machine import MachineSpec
+from provisioner.pipeline.context import RunContext
 from provisioner.state import Phase, StateStore
 from provisioner.workflow import nodeflow
+from provisioner.workflow.bmcgate import BMCGate
 from provisioner.workflow.progress import Progress
 
 PASSWORD = "nodeflow-pw-51c2"
@@ -70,19 +72,35 @@ nodes:
     return load_inventory(tmp_path / "site.yaml").site
 
 
-@contextlib.asynccontextmanager
-async def _no_limit(node: Node) -> AsyncIterator[None]:
-    yield
+class _NothingAnswers:
+    """The Talos API of a machine that never boots: no maintenance API, no installed OS."""
+
+    async def secure_version(self, ip: str) -> None:
+        return None
+
+    async def maintenance_ready(self, ip: str) -> bool:
+        return False
 
 
-def _run(site: Site) -> nodeflow.NodeRun:
-    store = StateStore(site.state_dir)
-    events = EventLog(store.events_path)
-    node = site.node("silent")
-    progress = Progress(events, "lines")
-    return nodeflow.NodeRun(
-        site, node, store, events, progress, site.state_dir, site.state_dir, _no_limit, poll=0.2
-    )
+@dataclass
+class _Run:
+    ctx: RunContext
+    node: Node
+
+    @property
+    def store(self) -> StateStore:
+        return self.ctx.store
+
+    @property
+    def events(self) -> EventLog:
+        return self.ctx.events
+
+
+def _run(site: Site) -> _Run:
+    ctx = RunContext.for_site(site, Progress(None, "lines"), poll=0.2, talos=_NothingAnswers())  # type: ignore[arg-type]
+    ctx.progress.events = ctx.events
+    ctx.bmc = BMCGate(site, 4, 4)
+    return _Run(ctx, site.node("silent"))
 
 
 def _ipmitool(fleet: BmcFleet, *args: str) -> str:
@@ -94,7 +112,7 @@ def test_silent_node_is_power_cycled_then_failed_with_reason(tmp_path: Path, fle
     site = _site(tmp_path, fleet, boot_timeout=1.5, retries=2)
     run = _run(site)
     with pytest.raises(nodeflow.NodeFailed, match=r"did not boot within 2s after 2 power cycle\(s\)"):
-        asyncio.run(nodeflow.drive(run))
+        asyncio.run(nodeflow.drive(run.ctx, run.node))
     record = run.store.node("silent")
     assert record.phase is Phase.POWERED_ON and record.attempts == 2
     steps = [e.data["phase"] for e in run.events.iter() if e.kind == "node.step"]
@@ -112,7 +130,7 @@ def test_config_fetched_while_tool_was_down_is_recovered_without_bmc(tmp_path: P
         CONFIG_FETCH, node="silent", ip="10.99.0.11", uuid=UUID
     )  # the node fetched, we were dead
     before = fleet.stats()
-    rec = asyncio.run(nodeflow.wait_for_boot(run, run.store.node("silent")))
+    rec = asyncio.run(nodeflow.wait_for_boot(run.ctx, run.node, run.store.node("silent")))
     assert rec.phase is Phase.CONFIG_DELIVERED
     assert fleet.stats() == before, "recovering from the event log must not touch the BMC"
 
@@ -123,4 +141,4 @@ def test_fetch_before_this_power_on_does_not_count(tmp_path: Path, fleet: BmcFle
     run.events.append(CONFIG_FETCH, node="silent", ip="10.99.0.11", uuid=UUID)  # an old boot's fetch
     run.store.update("silent", phase=Phase.POWERED_ON, last_event=run.events.last_id())
     with pytest.raises(nodeflow.NodeFailed, match="did not boot"):
-        asyncio.run(nodeflow.wait_for_boot(run, run.store.node("silent")))
+        asyncio.run(nodeflow.wait_for_boot(run.ctx, run.node, run.store.node("silent")))

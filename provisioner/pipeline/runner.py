@@ -1,0 +1,41 @@
+"""Walk the stages in order: skip what does not apply, skip what the state directory records
+as done, run the rest. A ``StageFailed`` stops the walk (later stages build on it) and is
+reported with its message; anything else (bad input, a bug) propagates to the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Stage, StageFailed
+from .context import RunContext
+
+
+async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
+    """Run ``stages`` for the site's bundle; the failure message of the stage that failed, or None."""
+    bundle = ctx.site.cluster.bundle_spec
+    progress = ctx.progress
+    try:
+        for stage in stages:
+            if not stage.applies(bundle):
+                continue
+            if stage.done(ctx.layout):
+                ctx.stages[stage.name] = "done"
+                progress.stage(stage.name, "done", "already done (recorded in the state directory)")
+                continue
+            ctx.stages[stage.name] = "running"
+            progress.stage(stage.name, "running")
+            try:
+                await stage.run(ctx)
+            except StageFailed as exc:
+                ctx.stages[stage.name] = "failed"
+                progress.stage(stage.name, "failed", str(exc), level="error")
+                return str(exc)
+            if ctx.halt is not None:
+                ctx.stages[stage.name] = "halted"
+                progress.stage(stage.name, "halted", ctx.halt, level="warning")
+                return None
+            ctx.stages[stage.name] = "done"
+            progress.stage(stage.name, "done")
+    finally:
+        ctx.resources.close()
+    return None

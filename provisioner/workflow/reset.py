@@ -1,0 +1,66 @@
+"""Wipe nodes through the Talos API and keep the records true.
+
+A control plane is reset *gracefully* (it leaves etcd first) unless every control plane is
+being reset: then there is no etcd left to leave, and a graceful reset of the last member
+would be refused. The cluster record follows: once a control plane is wiped the cluster is
+no longer "formed" (the next ``up`` waits for a full quorum again and fetches a fresh
+kubeconfig); once no installed control plane is left, etcd is gone and the next ``up``
+bootstraps again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..inventory.model import Node, Role
+from ..state import NodeRecord
+from .clusterflow import ClusterState
+from .talos_ops import TalosUnavailable
+
+if TYPE_CHECKING:
+    from ..pipeline.context import RunContext
+
+
+@dataclass
+class ResetResult:
+    wiped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rebootstrap: bool = False  # the next ``up`` bootstraps etcd again
+
+
+async def reset_nodes(ctx: RunContext, nodes: list[Node]) -> ResetResult:
+    assert ctx.talos is not None, "the run context has no Talos access"
+    result = ResetResult()
+    chosen = {n.name for n in nodes}
+    every_cp = all(cp.name in chosen for cp in ctx.site.controlplanes)
+    for node in nodes:
+        graceful = node.role is Role.CONTROLPLANE and not every_cp
+        try:
+            await ctx.talos.reset(str(node.ip), graceful)
+        except TalosUnavailable as exc:
+            result.failed[node.name] = str(exc)
+            continue
+        # A fresh record (never read: the old one may be the malformed record this reset
+        # recovers from); events before the reset no longer count for this node.
+        event = ctx.events.append("node.reset", node=node.name, graceful=graceful)
+        ctx.store.save(NodeRecord(node.name, last_event=event.id))
+        result.wiped.append(node.name)
+    _update_cluster_record(ctx, result)
+    return result
+
+
+def _update_cluster_record(ctx: RunContext, result: ResetResult) -> None:
+    wiped_cps = [cp.name for cp in ctx.site.controlplanes if cp.name in result.wiped]
+    if not wiped_cps:
+        return
+    path = ctx.layout.cluster_record
+    state = ClusterState.load(path)
+    state.formed = False
+    state.members = None
+    installed_cps = [cp.name for cp in ctx.site.controlplanes if ctx.store.node(cp.name).installed]
+    if not installed_cps:
+        state.bootstrapped, state.bootstrap_node = False, None
+        result.rebootstrap = True
+    state.save(path)
+    ctx.events.append("cluster.reset", wiped=wiped_cps, rebootstrap=result.rebootstrap)

@@ -1,0 +1,171 @@
+"""``up``'s node flow and cluster formation against fake machines, BMCs and Talos API.
+
+Injected through the run context (no root, VMs or network); the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from provisioner.events import EventLog
+from provisioner.inventory.model import Site
+from provisioner.layout import StateLayout
+from provisioner.pipeline.context import RunContext
+from provisioner.pipeline.stages import HARDWARE_STAGES
+from provisioner.state import Phase, StateStore
+from provisioner.workflow.clusterflow import ClusterState
+from provisioner.workflow.progress import Progress
+from provisioner.workflow.reset import reset_nodes
+from provisioner.workflow.run import UpResult, up
+
+from .conftest import make_site
+from .fakes import Crash, FakeTalos, World
+
+
+def _world(site: Site) -> World:
+    return World(site.nodes, StateLayout(site.state_dir).events)
+
+
+def _up(site: Site, world: World, talos: FakeTalos | None = None) -> UpResult:
+    return up(
+        site,
+        list(site.nodes),
+        progress_mode="lines",
+        poll=0.02,
+        talos=talos or FakeTalos(world),
+        bmc_connect=world.controller,
+        netboot=None,
+        stages=HARDWARE_STAGES,  # the platform stages need a Kubernetes API (tests/platform)
+    )
+
+
+def test_fresh_site_forms_once_and_a_rerun_touches_nothing(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    result = _up(site, world)
+    assert result.ok, result.as_dict()
+    assert [(n.name, n.phase) for n in result.nodes] == [(n, "ready") for n in ("cp1", "cp2", "cp3", "w1")]
+    assert result.cluster == "formed" and world.calls["bootstrap"] == 1
+    assert sorted(world.etcd) == ["cp1", "cp2", "cp3"]
+    layout = StateLayout(site.state_dir)
+    assert stat.S_IMODE(os.stat(layout.kubeconfig).st_mode) == 0o600
+    assert ClusterState.load(layout.cluster_record).formed
+    # The one set of stage names, in order, in the result and in the event log.
+    assert list(result.stages) == ["secrets", "configs", "netboot", "nodes", "cluster"]
+    logged = [e.data["stage"] for e in EventLog(layout.events).iter() if e.kind == "pipeline.stage"]
+    assert logged[0] == "secrets" and logged[-1] == "cluster"
+    assert world.machines["cp1"].log == ["power off", "boot pxe", "power on", "boot disk persistent"]
+
+    secrets = layout.secrets.read_bytes()
+    before = {name: list(m.log) for name, m in world.machines.items()}
+    again = _up(site, world)
+    assert again.ok and again.cluster == "formed"
+    assert {name: m.log for name, m in world.machines.items()} == before, "a rerun sends no BMC command"
+    assert world.calls["bootstrap"] == 1 and layout.secrets.read_bytes() == secrets
+    assert again.stages["cluster"] == "done" and again.stages["secrets"] == "done"
+
+
+def test_crash_between_bootstrap_and_cluster_record_never_bootstraps_twice(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    with pytest.raises(Crash):
+        _up(site, world, FakeTalos(world, crash_after_bootstrap=True))
+    layout = StateLayout(site.state_dir)
+    assert world.calls["bootstrap"] == 1
+    assert not ClusterState.load(layout.cluster_record).bootstrapped  # the crash came before the record
+    result = _up(site, world)
+    assert result.ok and result.cluster == "formed", result.as_dict()
+    assert world.calls["bootstrap"] == 1, "the rerun must find etcd's members and not bootstrap again"
+    assert ClusterState.load(layout.cluster_record).bootstrap_node is None  # found, not made, by this run
+
+
+def test_node_already_installed_at_start_is_not_network_booted(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    world.install_now("cp2")  # installed earlier (its record lost): answers over mutual TLS
+    result = _up(site, world)
+    assert result.ok, result.as_dict()
+    assert world.machines["cp2"].log == ["boot disk persistent"], "no power change, no PXE: no reinstall"
+    steps = [e.data["detail"] for e in EventLog(StateLayout(site.state_dir).events).iter() if e.node == "cp2"]
+    assert any("already installed" in s for s in steps)
+
+
+def test_silent_node_is_power_cycled_then_failed_and_the_rest_form(tmp_path: Path) -> None:
+    site = make_site(tmp_path, boot=0.3, retries=2)
+    world = _world(site)
+    world.machines["w1"].silent = True
+    result = _up(site, world)
+    assert not result.ok and result.cluster == "formed"
+    failed = {n.name: n.error for n in result.nodes if not n.ok}
+    assert list(failed) == ["w1"]
+    assert "did not boot within 0s after 2 power cycle(s)" in (failed["w1"] or "")
+    log = world.machines["w1"].log
+    assert log[:3] == ["power off", "boot pxe", "power on"]
+    assert log.count("boot pxe") == 3  # once, then before each of the two power cycles
+    record = StateStore(site.state_dir).node("w1")
+    assert record.phase is Phase.POWERED_ON and record.attempts == 2 and record.error
+
+
+def test_dead_bmc_fails_exactly_that_node_with_its_reason(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    world.machines["w1"].dead_bmc = True
+    result = _up(site, world)
+    assert result.cluster == "formed" and not result.ok
+    outcome = {n.name: n for n in result.nodes}
+    assert [n for n, o in outcome.items() if not o.ok] == ["w1"]
+    assert "BMC power off failed" in (outcome["w1"].error or "")
+    assert "no route to host" in (outcome["w1"].error or "") and "fake-password" not in str(result.as_dict())
+    assert outcome["w1"].phase == "blank"
+
+
+def test_dead_control_plane_bmc_fails_the_cluster_and_stops_the_pipeline(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    world.machines["cp3"].dead_bmc = True
+    result = _up(site, world)
+    assert result.cluster == "failed" and "cp3" in (result.cluster_error or "")
+    assert result.stages["cluster"] == "failed" and world.calls["bootstrap"] == 0
+
+
+def test_reset_of_every_control_plane_makes_the_next_up_bootstrap_again(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    assert _up(site, world).ok
+    cps = site.controlplanes
+
+    async def wipe() -> list[str]:
+        ctx = RunContext.for_site(site, Progress(None, "lines"), talos=FakeTalos(world))
+        return (await reset_nodes(ctx, cps)).wiped
+
+    assert asyncio.run(wipe()) == ["cp1", "cp2", "cp3"]
+    assert world.calls["reset"] == 3 and world.calls["reset-graceful"] == 0  # no etcd left to leave
+    record = json.loads(StateLayout(site.state_dir).cluster_record.read_text())
+    assert record["formed"] is False and record["bootstrapped"] is False
+    for cp in cps:  # the machines rebooted into the network boot
+        world.machines[cp.name].power = world.machines[cp.name].power.OFF
+    result = _up(site, world)
+    assert result.ok and result.cluster == "formed", result.as_dict()
+    assert world.calls["bootstrap"] == 2
+
+
+def test_reset_of_one_control_plane_is_graceful_and_unforms_the_record(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    assert _up(site, world).ok
+
+    async def wipe() -> None:
+        ctx = RunContext.for_site(site, Progress(None, "lines"), talos=FakeTalos(world))
+        await reset_nodes(ctx, [site.node("cp2")])
+
+    asyncio.run(wipe())
+    assert world.calls["reset-graceful"] == 1
+    record = ClusterState.load(StateLayout(site.state_dir).cluster_record)
+    assert not record.formed and record.bootstrapped  # etcd lives on in cp1 and cp3
+    assert StateStore(site.state_dir).node("cp2").phase is Phase.BLANK
