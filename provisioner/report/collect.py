@@ -20,6 +20,7 @@ from . import platform, timeline
 from .view import SiteView
 
 STATES = ("blank", "booting", "installing", "ready", "failed")
+STALL_SECONDS = 600.0  # no event from a rack's nodes under way for this long: the rack is stuck
 _STATE_OF_PHASE = {
     Phase.BLANK: "blank",
     Phase.POWERED_OFF: "booting",
@@ -79,6 +80,21 @@ class ReportData:
 
     def count(self, state: str) -> int:
         return sum(1 for n in self.nodes if n.state == state)
+
+
+def rack_problem(nodes: list[NodeStatus], now: float, stall: float = STALL_SECONDS) -> str | None:
+    """Why a rack needs a look, or None: failed nodes, or nodes under way that have not
+    produced an event for ``stall`` seconds (a run that hangs, or died and left them)."""
+    failed = sum(1 for n in nodes if n.state == "failed")
+    if failed:
+        return f"{failed} failed"
+    moving = [n for n in nodes if n.state in ("booting", "installing")]
+    if not moving:
+        return None
+    newest = max((n.last.time for n in nodes if n.last is not None), default=None)
+    if newest is None or now - newest < stall:
+        return None
+    return f"no progress for {int((now - newest) // 60)} min ({len(moving)} under way)"
 
 
 def describe(ev: Event) -> str:

@@ -11,7 +11,7 @@ import pytest
 from provisioner.events import Event
 from provisioner.layout import StateLayout
 from provisioner.report import synthetic
-from provisioner.report.collect import collect, describe
+from provisioner.report.collect import collect, describe, rack_problem
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,19 @@ def test_states_follow_the_records(tmp_path: Path) -> None:
     assert failed.last is not None and failed.last.outcome == "error"
     assert data.count("ready") == 2
     assert data.cluster["formed"] is True
+
+
+def test_a_rack_is_stuck_when_a_node_failed_or_nothing_moved_for_ten_minutes(tmp_path: Path) -> None:
+    view = synthetic.site(4, 1)
+    layout = StateLayout(tmp_path / "state")
+    synthetic.write_state(layout, view)
+    names = [n.name for n in view.nodes]
+    data = collect(view, layout)
+    assert rack_problem(data.nodes, data.generated) is None  # all ready
+    layout.node_record(names[1]).write_text(json.dumps({"name": names[1], "phase": "powered-on"}))
+    data = collect(view, layout)
+    last = max(n.last.time for n in data.nodes if n.last is not None)
+    assert rack_problem(data.nodes, last + 60) is None  # booting, and events are recent
+    assert rack_problem(data.nodes, last + 3600) == "no progress for 60 min (1 under way)"
+    layout.node_record(names[2]).write_text(json.dumps({"name": names[2], "phase": "blank", "error": "BMC"}))
+    assert rack_problem(collect(view, layout).nodes, last + 60) == "1 failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from ..collect import STATES, NodeStatus, ReportData
+from ..collect import STATES, NodeStatus, ReportData, rack_problem
 from .style import STATE_COLOURS
 
 
@@ -49,14 +49,15 @@ def render(data: ReportData) -> str:
     cols = []
     for rack, infos in data.site.racks():
         nodes = [by_name[i.name] for i in infos]
-        failed = sum(1 for n in nodes if n.state == "failed")
         counts = ", ".join(
             f"{s} {sum(1 for n in nodes if n.state == s)}" for s in STATES if any(n.state == s for n in nodes)
         )
-        stuck = " stuck" if failed else ""
+        problem = rack_problem(nodes, data.generated)
+        stuck = " stuck" if problem else ""
+        why = f'<div class="why">STUCK: {escape(problem)}</div>' if problem else ""
         cols.append(
             f'<div class="rack{stuck}" data-rack="{escape(rack)}"><h3>{escape(rack)} '
-            f"<small>({len(nodes)} nodes{f', {failed} FAILED' if failed else ''})</small></h3>"
+            f"<small>({len(nodes)} nodes)</small></h3>{why}"
             f'{_bar(nodes)}<div class="counts" style="font-size:11px">{escape(counts) or "no nodes"}</div>'
             + "".join(_cell(n) for n in nodes)
             + "</div>"

@@ -48,6 +48,7 @@ font-weight:600}
 .rack{background:#fff;border:1px solid #cfd8dc;border-radius:4px;padding:6px;width:190px}
 .rack h3{margin:0 0 4px;font-size:13px}
 .rack.stuck{border:3px solid #b71c1c}
+.rack .why{color:#b71c1c;font-weight:700;font-size:11px;margin-bottom:3px}
 .rack .bar{display:flex;height:6px;margin-bottom:5px}
 .rack .bar i{display:block;height:6px}
 .cell{border:1px solid #b0bec5;border-radius:3px;padding:3px 5px;margin-bottom:3px;font-size:11px;
