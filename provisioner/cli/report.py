@@ -39,7 +39,7 @@ def report(app: App, out: Path | None, serve: bool, port: int, host: str) -> Non
 
     site = app.site
     layout = StateLayout(site.state_dir)
-    view = view_of(site)
+    view = view_of(site, app.selected() if app.racks or app.nodes else None)
     if not serve:
         notes: list[str] = []
         path = write_report(view, layout, out, notes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..inventory.model import Site
+from ..inventory.model import Node, Site
 from ..tenants import TenantNode, tree_for
 
 
@@ -44,11 +44,13 @@ class SiteView:
         return [n.name for n in self.nodes if n.role == "controlplane"]
 
 
-def view_of(site: Site) -> SiteView:
-    """The report's view of a validated site."""
+def view_of(site: Site, selected: list[Node] | None = None) -> SiteView:
+    """The report's view of a validated site; with ``selected`` (the --rack/--node
+    selection), only those nodes and their racks."""
     bundle = site.cluster.bundle_spec
-    rack_order = [r.name for r in site.racks]
-    for node in site.nodes:
+    nodes = site.nodes if selected is None else selected
+    rack_order = [r.name for r in site.racks if selected is None or any(n.rack == r.name for n in nodes)]
+    for node in nodes:
         if node.rack not in rack_order:
             rack_order.append(node.rack)
     tenants = tree_for(site) if bundle.has_multitenancy else None
@@ -56,7 +58,7 @@ def view_of(site: Site) -> SiteView:
     return SiteView(
         cluster=site.cluster.name,
         bundle=site.cluster.bundle.value,
-        nodes=tuple(NodeInfo(n.name, n.rack, n.role.value) for n in site.nodes),
+        nodes=tuple(NodeInfo(n.name, n.rack, n.role.value) for n in nodes),
         rack_order=tuple(rack_order),
         tenants=tenants,
         hosted=bundle.hosted,

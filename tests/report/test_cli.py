@@ -226,3 +226,12 @@ def test_credentials_in_errors_and_events_never_reach_the_page(inventory: tuple[
     page = layout.report.read_text()
     assert SECRET not in page
     assert "password=&lt;redacted&gt;" in page  # the rest of the message stays readable
+
+
+def test_global_selection_limits_the_page(inventory: tuple[Path, StateLayout]) -> None:
+    inv, layout = inventory
+    assert main(["-i", str(inv), "--node", "cp1", "--node", "w1", "report"]) == 0
+    page = layout.report.read_text()
+    assert page.count('class="cell state-') == 2
+    assert 'data-node="cp2"' not in page
+    assert main(["-i", str(inv), "--rack", "nosuchrack", "report"]) == 2
