@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import netaddr
 
 from ..bundles import BUNDLES, Bundle
+from .filechecks import patch_file_problems
 from .model import Networks, Node, Role, Site
 
 FieldPath = tuple[Any, ...]
@@ -37,6 +38,7 @@ def check_site(site: Site) -> list[Finding]:
         *_node_uniqueness(site),
         *_nodes(site, bundle),
         *_platform(site, bundle),
+        *(Finding(path, message) for path, message in patch_file_problems(site)),
     ]
     if site.networks is not None:
         findings += _networks(site, site.networks, bundle)

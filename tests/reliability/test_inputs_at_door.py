@@ -175,19 +175,43 @@ def _with_patch(tmp_path: Path, content: bytes | None) -> Path:
     return _lab(tmp_path, edit)
 
 
+@pytest.mark.parametrize("command", [["validate"], ["configs", "generate"], ["up"]])
 @pytest.mark.parametrize(
     ("content", "says"),
     [
         (b"machine:\n  install:\n    disk: /dev/\xe9\xff\n", "is not UTF-8 text (byte 0xe9 at offset 35)"),
-        (None, "cannot read"),
+        (None, "is a directory"),
+        (b"", None),  # replaced by a missing file below
     ],
 )
-def test_a_bad_patch_file_is_exit_2_naming_the_file(capsys, tmp_path: Path, content, says: str) -> None:
+def test_a_bad_patch_file_is_exit_2_naming_the_file_and_the_line(
+    capsys, tmp_path: Path, command: list[str], content, says: str | None
+) -> None:
     inv = _with_patch(tmp_path, content)
-    code, _, err = _run(capsys, "-i", str(inv), "configs", "generate")
+    if says is None:
+        (tmp_path / "patch.yaml").unlink()
+        says = "does not exist"
+    code, _, err = _run(capsys, "-i", str(inv), *command)
     assert code == 2, err
-    assert "cluster.talos.config_patches[0]" in err and str(tmp_path / "patch.yaml") in err
+    line = inv.read_text().splitlines().index("    - patch.yaml") + 1
+    assert f"site.yaml:{line}: cluster.talos.config_patches[0]: patch file {tmp_path / 'patch.yaml'}" in err
     assert says in err and "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "state").exists()  # refused before anything was written
+
+
+def test_a_patch_that_turns_bad_after_validation_is_still_exit_2(capsys, tmp_path: Path) -> None:
+    """The configs stage keeps its own check: the file may change between two commands."""
+    from provisioner.errors import InputError
+    from provisioner.inventory import load_inventory
+    from provisioner.talos.configs import generate_configs
+
+    inv = _with_patch(tmp_path, b"machine: {}\n")
+    site = load_inventory(inv).site
+    (tmp_path / "patch.yaml").write_bytes(b"machine:\n  x: \xff\n")
+    with pytest.raises(InputError) as err:
+        generate_configs(site)
+    assert err.value.exit_code == 2
+    assert "cluster.talos.config_patches[0]" in str(err.value) and "is not UTF-8 text" in str(err.value)
 
 
 # --- duration and port options ------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from talos_helpers import load_docs
 
 from provisioner.errors import InputError
+from provisioner.inventory import InventoryError
 from provisioner.talos.configs import generate_configs
 from provisioner.talos.patches import apply_json6902, merge, parse_patch
 
@@ -103,8 +104,15 @@ def test_1_13_document_patches_merge_by_kind(make_site, tmp_path: Path) -> None:
     assert not [d for d in docs if d.get("kind") == "TimeSyncConfig"]
 
 
-def test_missing_patch_file_names_the_field(make_site) -> None:
-    site = make_site(node_patches={"cp2": ["nope.yaml"]})
+def test_missing_patch_file_names_the_field(make_site, tmp_path: Path) -> None:
+    # At the door: validation names the inventory line (see tests/reliability for more cases).
+    where = r"site\.yaml:\d+: nodes\[1\]\.config_patches\[0\]: "
+    with pytest.raises(InventoryError, match=where + r"patch file .*nope\.yaml does not exist"):
+        make_site(node_patches={"cp2": ["nope.yaml"]})
+    # A file removed after validation: the configs stage still names the field.
+    (tmp_path / "gone.yaml").write_text("machine: {}\n")
+    site = make_site(node_patches={"cp2": ["gone.yaml"]})
+    (tmp_path / "gone.yaml").unlink()
     with pytest.raises(InputError, match=r"nodes\[cp2\]\.config_patches\[0\].*cannot read"):
         generate_configs(site)
 
