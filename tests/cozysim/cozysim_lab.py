@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from lightkube import ApiError, Client, KubeConfig
+from lightkube.core import exceptions as lightkube_exceptions
 from lightkube.types import PatchType
 
 from provisioner.lab.kube import host
@@ -38,14 +39,36 @@ INSTALLER = {
 }
 
 
+HTTPError: type[Exception] = lightkube_exceptions.httpx.HTTPError
+
+
+def retrying(call: Callable[[], T], attempts: int = 20) -> T:
+    """Run ``call``, retrying the stand-in's injected faults (500s, dropped connections)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ApiError as exc:
+            if exc.status.code < 500 or attempt == attempts - 1:
+                raise
+        except (HTTPError, OSError):
+            if attempt == attempts - 1:
+                raise
+        time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class Lab:
     """A running host cluster and a lightkube client to it (field manager ``test``)."""
 
     client: Client
     root: Path
+    simulator_pid: int
 
     def apply(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        return retrying(lambda: self._apply(kind, body))
+
+    def _apply(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         obj = self.client.patch(
             kind.res,
@@ -59,12 +82,15 @@ class Lab:
         return kinds.as_dict(obj)
 
     def merge(self, kind: Kind, name: str, patch: dict[str, Any], namespace: str | None = None) -> dict:
-        obj = self.client.patch(kind.res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
-        return kinds.as_dict(obj)
+        return retrying(
+            lambda: kinds.as_dict(
+                self.client.patch(kind.res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+            )
+        )
 
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
-            return kinds.as_dict(self.client.get(kind.res, name, namespace=namespace))
+            return retrying(lambda: kinds.as_dict(self.client.get(kind.res, name, namespace=namespace)))
         except ApiError as exc:
             if exc.status.code == 404:
                 return None
@@ -73,7 +99,7 @@ class Lab:
     def list(self, kind: Kind, namespace: str = "*") -> list[dict[str, Any]]:
         try:
             ns = namespace if kind.namespaced else None
-            return [kinds.as_dict(o) for o in self.client.list(kind.res, namespace=ns)]
+            return retrying(lambda: [kinds.as_dict(o) for o in self.client.list(kind.res, namespace=ns)])
         except ApiError as exc:
             if exc.status.code == 404:
                 return []
@@ -129,6 +155,6 @@ def lab_cluster(*, delay: float = 0.05, faults: str | None = None) -> Iterator[L
     with host.running(simulator=True, delay=delay, faults=faults) as running:
         client = Client(config=KubeConfig.from_file(str(running.kubeconfig)), field_manager="test")
         try:
-            yield Lab(client, running.root)
+            yield Lab(client, running.root, running.pids["cozysim"])
         finally:
             client.close()
