@@ -139,3 +139,9 @@ test-kube: setup
 
 bench-kube: setup
 	$(PY) benchmarks/bench_kube.py
+
+# Cozystack simulator (provisioner/lab/kube/cozysim/): unit tests of its rules, then integration tests
+# against a host cluster (real etcd, the API server stand-in, the simulator as its own process).
+.PHONY: test-cozysim
+test-cozysim: setup
+	$(VENV)/bin/pytest tests/cozysim -p no:cacheprovider $(PYTEST_ARGS)
