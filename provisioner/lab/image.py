@@ -76,6 +76,7 @@ PROJECT_CODE = [
     "provisioner/fsutil.py",
     "provisioner/lab/__init__.py",
     "provisioner/lab/standin",
+    "provisioner/lab/kube",  # the Kubernetes API server stand-in, VIP election, kubelet (nodeagent.py)
     "provisioner/talosapi",
 ]
 INIT_SCRIPT = REPO_ROOT / "provisioner/lab/standin/init.sh"

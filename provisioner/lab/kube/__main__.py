@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--kubernetes-version", default="v1.34.1")
     s.add_argument("--faults", default="")
     s.add_argument("--bookmark-interval", type=float, default=5.0)
+    s.add_argument("--token-file", type=Path, help="bearer tokens accepted besides certificates, one a line")
     s.add_argument("--root", help="host-mode directory (recorded in the command line so `down` knows us)")
     args = parser.parse_args(argv)
     try:
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     for opt in ("cert", "key", "ca"):
         if not getattr(args, opt).is_file():
             parser.exit(2, f"error: --{opt}: {getattr(args, opt)} is not a file\n")
+    tokens: frozenset[str] = frozenset()
+    if args.token_file is not None:
+        try:
+            tokens = frozenset(t.strip() for t in args.token_file.read_text().splitlines() if t.strip())
+        except OSError as exc:
+            parser.exit(2, f"error: --token-file: {exc.strerror}: {args.token_file}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s kube stand-in %(levelname)s %(message)s")
     settings = ServerSettings(
         etcd=args.etcd,
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         port_file=args.port_file,
         bookmark_interval=args.bookmark_interval,
+        tokens=tokens,
     )
     try:
         asyncio.run(serve(settings))

@@ -115,8 +115,10 @@ class KubeAPI:
         kubernetes_version: str = "v1.34.1",
         faults: KubeFaults | None = None,
         bookmark_interval: float = 5.0,
+        tokens: frozenset[str] = frozenset(),
     ) -> None:
         self.gw = gw
+        self.tokens = tokens
         self.store = Store(gw)
         self.catalog = Catalog()
         self.version = kubernetes_version
@@ -164,8 +166,16 @@ class KubeAPI:
 
     # --- entry point -------------------------------------------------------------------------------
 
+    def _authenticated(self, req: Request) -> bool:
+        if req.client_cert or not self.tokens:
+            return True  # without tokens, TLS itself required a verified certificate
+        auth = req.headers.get("authorization", "")
+        return auth.startswith("Bearer ") and auth[7:].strip() in self.tokens
+
     async def handle(self, req: Request, stream: Stream) -> Response | None:
         try:
+            if not self._authenticated(req):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
             return await self._route(req, stream)
         except ApiError as exc:
             return _json(exc.code, exc.body())
@@ -525,7 +535,7 @@ class KubeAPI:
                     raise _NeedNamespaceCheck()
                 skip_status = sub != "status" and rtype.status
                 try:
-                    new = managed.apply(cur, applied, manager, force, rtype.api_version, skip_status)
+                    new = managed.apply(cur, applied, manager, force, rtype.api_version, skip_status, sub)
                 except managed.ApplyConflict as exc:
                     raise self._apply_conflict(rtype, name, exc) from None
                 if cur is None:

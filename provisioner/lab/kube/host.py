@@ -37,7 +37,7 @@ ETCD_BINARY = "/usr/bin/etcd"
 SIMULATOR_MODULE = "provisioner.lab.kube.cozysim"
 ESSENTIAL = ("etcd", "apiserver")  # the simulator may come and go; these two are the cluster
 DEFAULT_PORT = 6443
-RUNTIME = ("etcd", "pids.json", "kubeconfig", "port", "etcd.log", "apiserver.log", "cozysim.log")
+RUNTIME = ("etcd", "pids.json", "kubeconfig", "port", "tokens", "etcd.log", "apiserver.log", "cozysim.log")
 
 
 class KubeHostError(Exception):
@@ -222,6 +222,7 @@ def up(
     kubernetes_version: str = "v1.34.1",
     port: int = DEFAULT_PORT,
     bookmark_interval: float = 5.0,
+    token: str | None = None,
 ) -> KubeHost:
     """Start etcd, the API server stand-in and (if present) the simulator under ``root``."""
     spec = parse_faults(faults)  # a bad spec fails here, before anything starts
@@ -259,6 +260,10 @@ def up(
         procs.append(etcd)
         pids["etcd"] = etcd.pid
         _wait(lambda: _etcd_healthy(etcd_url), 30, "etcd", procs, etcd_log)
+        token_file = None
+        if token:
+            token_file = root / "tokens"
+            _write_secret(token_file, (token + "\n").encode())
         api_port = free_port(port)
         api_log = root / "apiserver.log"
         paths.port_file.unlink(missing_ok=True)
@@ -273,6 +278,7 @@ def up(
                 "--kubernetes-version", kubernetes_version,
                 "--faults", spec.to_text(),
                 "--bookmark-interval", str(bookmark_interval),
+                *(["--token-file", str(token_file)] if token_file else []),
                 "--root", str(root),
             ],
             api_log,
@@ -382,6 +388,7 @@ def running(
     delay: float | None = None,
     port: int = 0,
     bookmark_interval: float = 5.0,
+    token: str | None = None,
 ) -> Iterator[KubeHost]:
     """A host cluster for the duration of a ``with`` block (in a temporary directory by default);
     yields the KubeHost (``.kubeconfig`` is the path to hand to clients)."""
@@ -396,6 +403,7 @@ def running(
             detach=False,
             port=port,
             bookmark_interval=bookmark_interval,
+            token=token,
         )
         try:
             yield host

@@ -1,9 +1,10 @@
 """A small asyncio HTTP/1.1 server over mutual TLS, enough for Kubernetes clients.
 
 Keep-alive, ``Content-Length`` and chunked request bodies, chunked streaming answers (watches). ALPN
-offers only ``http/1.1``, so Go clients (kubectl) and httpx (lightkube) stay on HTTP/1.1. The TLS
-layer requires a client certificate chained to the configured CA: a certificate from another CA
-fails the handshake, as with the real API server.
+offers only ``http/1.1``, so Go clients (kubectl) and httpx (lightkube) stay on HTTP/1.1. A client
+certificate must chain to the configured CA: a certificate from another CA fails the handshake, as
+with the real API server. ``Request.client_cert`` says whether one was presented (the server may also
+allow bearer tokens, then certificates are optional at the TLS layer).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    client_cert: bool = False  # the TLS peer presented a certificate the CA verified
 
 
 @dataclass
@@ -169,6 +171,7 @@ class HttpServer:
                     break
                 if req is None:
                     break
+                req.client_cert = bool(writer.get_extra_info("peercert"))
                 stream = Stream(writer, reader)
                 try:
                     resp = await self.handler(req, stream)

@@ -151,15 +151,18 @@ def apply(
     force: bool,
     api_version: str,
     skip_status: bool = True,
+    sub: str = "",
 ) -> dict[str, Any]:
-    """The object after ``manager`` applies ``applied`` (managedFields updated); raises ApplyConflict."""
+    """The object after ``manager`` applies ``applied`` (managedFields updated); raises ApplyConflict.
+    An apply to a subresource (``sub``) is its own entry, as upstream: it never drops what the same
+    manager applied to the main resource."""
     new_fields = leaves(applied, skip_status)
     base = current or {}  # the caller's own copy: changed in place
     entries = _entries(base)
     mine_before: set[Path] = set()
     others: list[tuple[dict[str, Any], set[Path]]] = []
     for e in entries:
-        if e.get("manager") == manager and e.get("operation") == "Apply":
+        if e.get("manager") == manager and e.get("operation") == "Apply" and e.get("subresource", "") == sub:
             mine_before = decode(e.get("fieldsV1") or {})
         else:
             others.append((e, decode(e.get("fieldsV1") or {})))
@@ -190,7 +193,7 @@ def apply(
     new_entries = [
         {**e, "fieldsV1": encode(s)} if s != decode(e.get("fieldsV1") or {}) else e for e, s in kept_others
     ]
-    new_entries.append(_entry(manager, "Apply", api_version, new_fields, ""))
+    new_entries.append(_entry(manager, "Apply", api_version, new_fields, sub))
     result.setdefault("metadata", {})["managedFields"] = new_entries
     return result
 

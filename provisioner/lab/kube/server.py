@@ -35,14 +35,16 @@ class ServerSettings:
     faults: KubeFaults = field(default_factory=KubeFaults)
     port_file: Path | None = None
     bookmark_interval: float = 5.0
+    tokens: frozenset[str] = frozenset()  # bearer tokens accepted besides client certificates
 
 
-def tls_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+def tls_context(cert: Path, key: Path, ca: Path, cert_optional: bool = False) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert), str(key))
     ctx.load_verify_locations(cafile=str(ca))
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    # CERT_OPTIONAL still verifies a certificate that is presented (a wrong CA fails the handshake)
+    ctx.verify_mode = ssl.CERT_OPTIONAL if cert_optional else ssl.CERT_REQUIRED
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
@@ -55,9 +57,13 @@ async def serve(settings: ServerSettings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     gw = EtcdGateway(settings.etcd, pool_size=32)
-    api = KubeAPI(gw, settings.kubernetes_version, settings.faults, settings.bookmark_interval)
+    api = KubeAPI(
+        gw, settings.kubernetes_version, settings.faults, settings.bookmark_interval, tokens=settings.tokens
+    )
     await api.start()
-    http = HttpServer(api.handle, tls_context(settings.cert, settings.key, settings.ca))
+    http = HttpServer(
+        api.handle, tls_context(settings.cert, settings.key, settings.ca, cert_optional=bool(settings.tokens))
+    )
     port = await http.start(settings.host, settings.port)
     log.info(
         "kube stand-in: API server stand-in %s listening on https://%s:%d (etcd %s)",

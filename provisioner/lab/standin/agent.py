@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             etcd_peer_port=args.etcd_peer_port,
             action_delay=args.action_delay,
             join_timeout=args.join_timeout,
+            kube=args.platform == "vm",  # the Kubernetes stand-in runs in the lab's VMs
         ),
         fetch=bootflow.FetchPolicy(
             attempt_timeout=args.fetch_attempt_timeout, total_timeout=args.fetch_total_timeout

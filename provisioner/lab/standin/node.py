@@ -50,6 +50,7 @@ class NodeOptions:
     etcd_peer_port: int = 2380
     action_delay: float = 1.0  # reboot/reset start this long after the answer went out
     join_timeout: float = 3600.0
+    kube: bool = False  # run Kubernetes (API server stand-in, VIP election, kubelet): provisioner/lab/kube
 
 
 def version_info(mode: str) -> VersionInfo:
@@ -84,6 +85,8 @@ class ConfiguredNode:
         self._etcd: Etcd | None = None
         self._host = cfg.hostname or platform.hostname()
         self._ips = platform.addresses()
+        self._kube: list[Any] = []  # nodeagent services, stopped in reverse order
+        self._kube_started = False
         if cfg.control_plane:
             self._etcd = Etcd(
                 EtcdSettings(
@@ -134,9 +137,13 @@ class ConfiguredNode:
                     listen, self.opts.apid_port, self, cfg.os_ca_crt, None, self._sans(), server_cert=cert
                 )
             )
+            self._start_kube()
         self._apid_ok = True
 
     async def stop(self) -> None:
+        for part in reversed(self._kube):
+            await asyncio.to_thread(part.stop)
+        self._kube.clear()
         for server in self._servers:
             await server.stop()
         self._servers.clear()
@@ -177,14 +184,47 @@ class ConfiguredNode:
                 existing = etcd.has_data()
                 if existing:
                     etcd.restart()
-                    if (self.root / VIP_MARKER).exists():
+                    if (self.root / VIP_MARKER).exists() and not self.opts.kube:  # else: the election
                         self._claim_vip()
             if not existing:
                 ep = f"http://{self.cfg.endpoint_host}:{self.opts.etcd_client_port}"
-                etcd.join([ep], timeout=self.opts.join_timeout)
+                if not etcd.join([ep], timeout=self.opts.join_timeout):
+                    return  # a Bootstrap took over: it starts Kubernetes
+            self._start_kube()
         except (EtcdError, OSError) as exc:
             log.error("talos stand-in: etcd service failed: %s", exc)
             etcd.state, etcd.message = "Failed", str(exc)
+
+    def _start_kube(self) -> None:
+        """Kubernetes on this node (provisioner/lab/kube/nodeagent.py), once: on control planes, with
+        etcd healthy, the API server stand-in and the VIP election; on every node, the kubelet."""
+        if not self.opts.kube or self._kube_started:
+            return
+        self._kube_started = True
+        try:
+            from ..kube import nodeagent
+
+            kcfg = nodeagent.parse_kube_config(self.cfg.raw, self._host)
+            if kcfg is None:
+                log.warning("talos stand-in: no cluster.ca.crt in the config: Kubernetes stays off")
+                return
+            api_host = kcfg.endpoint_host
+            if self._etcd is not None and kcfg.ca_key is not None:
+                etcd_url = self._etcd.s.client_url
+                self._kube.append(nodeagent.ControlPlaneKube(kcfg, self.root, etcd_url, self._ips))
+                vip = self._vip()
+                if vip and vip not in self._ips:
+                    self._kube.append(
+                        nodeagent.VipElection(
+                            etcd_url, vip, self._host, self._claim_vip, lambda: self.platform.release_vip(vip)
+                        )
+                    )
+                api_host = "127.0.0.1"
+            self._kube.append(nodeagent.KubeletStandin(kcfg, self._ips[0], api_host, kcfg.endpoint_port))
+            for part in self._kube:
+                part.start()
+        except Exception:
+            log.exception("talos stand-in: Kubernetes services failed to start")
 
     # --- Backend ---------------------------------------------------------------------------------
 
@@ -235,6 +275,7 @@ class ConfiguredNode:
             except EtcdError as exc:
                 raise PreconditionFailed(f"etcd bootstrap failed: {exc}") from None
             self._claim_vip()
+        self._start_kube()
 
     def etcd_members(self) -> list[EtcdMember]:
         etcd = self._etcd
