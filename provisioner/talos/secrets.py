@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..fsutil import locked, private_dir, write_once
 from ..inventory.model import Site
 from ..layout import StateLayout
+from ..statedir import refuse_if_state_elsewhere
 from . import pki
 from .pki import KeyPair
 
@@ -209,6 +210,8 @@ def ensure_secrets(site: Site) -> SecretsBundle:
     same bundle and an existing file is never replaced.
     """
     path = secrets_path(site)
+    if not path.exists():
+        refuse_if_state_elsewhere(site)  # an older run's state elsewhere: no second CA
     private_dir(path.parent)
     with locked(path.with_name(".secrets.lock")):
         if path.exists():
