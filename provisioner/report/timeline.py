@@ -37,7 +37,7 @@ STAGE_LABELS: dict[str, str] = {
 }
 NODE_RESET = "node.reset"
 OUTLIER_MIN_SECONDS = 5.0
-SLOW_FACTOR = 1.25  # a node is marked slow only this far above the median node
+SLOW_FACTOR = 1.5  # a node is marked slow only this far above the median node
 # Statuses with which a pipeline stage ends (``progress.stage(name, status, ...)`` records a
 # ``pipeline.stage`` event; any event carrying a ``stage`` is read the same way).
 _STAGE_DONE = {"done", "ok", "completed", "complete", "skipped", "ready", "succeeded"}

@@ -7,7 +7,7 @@ import time
 from html import escape
 
 from ..collect import ReportData
-from ..timeline import NODE_STAGES, STAGE_LABELS, Span, Timeline
+from ..timeline import NODE_STAGES, SLOW_FACTOR, STAGE_LABELS, Span, Timeline
 from .style import STAGE_COLOURS
 
 LABEL_W = 190
@@ -133,7 +133,7 @@ def render(data: ReportData) -> str:
         '<section id="timeline"><h2>Timeline</h2>'
         f"<p>From {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(tl.start))} UTC, "
         f"{duration(tl.end - tl.start)} in all. A bar with a black outline took over twice its stage's "
-        "median; nodes marked ⚠ slow are the slowest overall.</p>"
+        f"median; nodes marked ⚠ slow are the slowest, over {SLOW_FACTOR:g} times the median node's time.</p>"
         f"{_legend()}{_medians(tl)}{_slowest(tl)}<div style='overflow-x:auto'>{svg}</div></section>"
     )
 
