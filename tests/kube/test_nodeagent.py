@@ -155,3 +155,41 @@ def test_kubelet_registers_node_renews_lease_and_follows_the_cni() -> None:
         code, doc = anonymous.request("GET", "/api/v1/nodes")
         assert code == 401 and doc["reason"] == "Unauthorized"
     assert nodeagent.CNI_RELEASES == ("cilium", "kubeovn")
+
+
+def test_control_plane_serves_with_the_cluster_ca_and_the_admin_kubeconfig(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from provisioner.lab.kube.host import free_port
+    from provisioner.lab.kube.pki import new_ca
+    from provisioner.lab.standin.kubeconfig import admin_kubeconfig
+
+    ca, key = new_ca("cluster-ca")
+    k = parse_kube_config(machine_config(ca, key), "cp1")
+    assert k is not None
+    with running(simulator=False) as host:  # only its etcd is used: the control plane brings its own server
+        port = free_port()
+        cp = nodeagent.ControlPlaneKube(k, tmp_path, host.etcd, ["127.0.0.1"], port=port)
+        cp.start()
+        try:
+            kubeconfig = tmp_path / "admin.yaml"
+            kubeconfig.write_bytes(admin_kubeconfig("lab", f"https://127.0.0.1:{port}", ca, key))
+            from kube_helpers import kubectl
+
+            h = type("H", (), {"kubeconfig": kubeconfig})()
+            wait_until(lambda: kubectl(h, "get", "--raw", "/version").returncode == 0, 20, "the API server")  # type: ignore[arg-type]
+            assert "v1.33.2+provisioner-stand-in" in kubectl(h, "get", "--raw", "/version").stdout  # type: ignore[arg-type]
+            from cryptography import x509
+
+            cert = x509.load_pem_x509_certificate((tmp_path / "var/kube/server.crt").read_bytes())
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert {"kubernetes", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"} <= set(
+                sans.get_values_for_type(x509.DNSName)
+            )
+            assert {"10.0.0.10", "127.0.0.1"} <= {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
+            for name in ("server.key", "tokens", "kubeconfig"):
+                assert oct((tmp_path / "var/kube" / name).stat().st_mode & 0o777) == "0o600"
+            kubelet = KubeletStandin(k, "127.0.0.1", "127.0.0.1", port)
+            kubelet.sync()  # the bootstrap token from the machine config is accepted
+            out = kubectl(h, "get", "nodes", "-o", "jsonpath={.items[*].metadata.labels}")  # type: ignore[arg-type]
+            assert "node-role.kubernetes.io/control-plane" in out.stdout
+        finally:
+            cp.stop()
