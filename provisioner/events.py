@@ -181,22 +181,27 @@ class EventLog:
         end = chunk.rfind(b"\n") + 1  # a partial last line waits for its newline
         if not end:
             return
+        bad: list[int] = []
         for line in chunk[:end].splitlines():
             self._line_no += 1
             if not line.strip():
                 continue
             ev = parse_event(line)
             if ev is None:
-                log.warning(
-                    "%s:%d: malformed event line skipped (a write cut short by a crash, or an edit); "
-                    "node records are unaffected: `provisioner status` shows each node, and the line "
-                    "may be deleted",
-                    path,
-                    self._line_no,
-                )
+                bad.append(self._line_no)
                 continue
             self._index.add(ev, bytes(line))
         self._offset += end
+        if bad:  # one warning per read, however many lines: located, with the way out
+            more = f" (and {len(bad) - 1} more, up to line {bad[-1]})" if len(bad) > 1 else ""
+            log.warning(
+                "%s:%d: malformed event line skipped%s (a write cut short by a crash, or an edit); "
+                "node records are unaffected: `provisioner status` shows each node, and the lines "
+                "may be deleted",
+                path,
+                bad[0],
+                more,
+            )
 
     def _refresh(self) -> None:
         with self._mutex:
@@ -230,19 +235,20 @@ class EventLog:
         return None
 
     def _tail_id(self, path: Path) -> int:
-        """The highest id in ``path`` (0: no file, or no event in it), from its tail when the
-        last 64 KiB hold an event, else (hand-edited garbage at the end) from every line."""
+        """The id of the last event in ``path`` (0: no file, or no event in it), from its last
+        4 KiB (a few lines: one append pays for one small read), then 64 KiB, and only when
+        those hold no event at all (hand-edited garbage at the end) from every line."""
         try:
             with open(path, "rb") as fh:
                 size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - 65536))
-                tail = fh.read()
-                for line in reversed(tail.splitlines()):
-                    ev = parse_event(line)
-                    if ev is not None:
-                        return ev.id
-                if size <= 65536:
-                    return 0
+                for window in (4096, 65536):
+                    fh.seek(max(0, size - window))
+                    for line in reversed(fh.read().splitlines()):
+                        ev = parse_event(line)
+                        if ev is not None:
+                            return ev.id
+                    if size <= window:
+                        return 0
                 fh.seek(0)
                 return max((ev.id for ev in map(parse_event, fh) if ev is not None), default=0)
         except FileNotFoundError:

@@ -167,3 +167,16 @@ def test_a_writer_that_never_reads_takes_the_last_id_from_the_tail(tmp_path: Pat
     with caplog.at_level(logging.WARNING, logger="provisioner.events"):
         assert EventLog(path).append("dhcp.lease", "a").id == 51
     assert "malformed" not in caplog.text
+
+
+def test_a_writer_finds_the_last_id_behind_a_long_garbage_tail(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "events.jsonl"
+    with open(path, "wb") as fh:  # 1,000 events, then 70 KB of hand-edited garbage
+        for i in range(1, 1001):
+            fh.write(b'{"data":{},"id":%d,"kind":"k","node":"a","outcome":"ok","time":1.0}\n' % i)
+        fh.write((b"#" * 99 + b"\n") * 700)
+    assert EventLog(path).append("after.garbage").id == 1001
+    with caplog.at_level(logging.WARNING, logger="provisioner.events"):
+        assert [e.id for e in EventLog(path).read(since=999)] == [1000, 1001]
+    assert len(caplog.records) == 1  # one located warning, not 700
+    assert f"{path}:1001: malformed event line skipped (and 699 more, up to line 1700)" in caplog.text
