@@ -77,10 +77,21 @@ def write_once(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
 
 
 def private_dir(path: Path) -> Path:
-    """Create a directory only its owner can read (state holds secrets and configs)."""
+    """Create a directory only its owner can read (state holds secrets and configs).
+
+    Each directory it creates is made durable in its parent (fsync of the parent), so a
+    power loss cannot take away the state directory that a synced ``secrets.yaml`` is in.
+    """
     path = Path(path)
+    missing = []
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
+    for created in reversed(missing):  # top-down: each new entry, once its parent's is durable
+        fsync_dir(created.parent)
     return path
 
 

@@ -75,3 +75,17 @@ def test_write_once_never_overwrites_and_needs_no_sync_then(tmp_path: Path, call
 def test_fsync_dir_flushes_exactly_that_directory(tmp_path: Path, calls) -> None:
     fsutil.fsync_dir(tmp_path)
     assert calls == [("fsync-dir", str(tmp_path))]
+
+
+def test_private_dir_makes_each_new_directory_durable_in_its_parent(tmp_path: Path, calls) -> None:
+    target = tmp_path / "a" / "b" / "state"
+    fsutil.private_dir(target)
+    assert target.stat().st_mode & 0o777 == 0o700
+    assert calls == [
+        ("fsync-dir", str(tmp_path)),
+        ("fsync-dir", str(tmp_path / "a")),
+        ("fsync-dir", str(tmp_path / "a" / "b")),
+    ]
+    calls.clear()
+    fsutil.private_dir(target)  # already there: nothing to sync
+    assert calls == []
