@@ -48,6 +48,7 @@ MachineFactory = Callable[[MachineSpec], Machine]
 class IpmiBmcSpec:
     machine: MachineSpec
     port: int = 0  # 0: any free port, reported back by ``BmcFleet.ports``
+    address: str | None = None  # its own listening address (default: the fleet's ``address``)
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ class BmcFleet:
                     raise RuntimeError(f"{what} exited during start-up (exit code {proc.wait()})") from None
                 if status != "ready":
                     raise RuntimeError(f"{what} failed to start: {payload}")
-                for name, (protocol, port) in payload.items():
-                    self.endpoints[name] = Endpoint(protocol, self.spec.address, port)
+                for name, (protocol, port, address) in payload.items():
+                    self.endpoints[name] = Endpoint(protocol, address, port)
         except BaseException:
             self.stop()
             raise
@@ -173,6 +174,13 @@ class BmcFleet:
             if found is not None:
                 return found  # type: ignore[no-any-return]
         raise KeyError(name)
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every machine's state in one question per child process (a large fleet's read-out)."""
+        out: dict[str, dict[str, Any]] = {}
+        for found in self._ask(("states",)):
+            out.update(found)
+        return out
 
     def stats(self) -> dict[str, int]:
         """Requests served and faults injected, summed over the child processes."""
@@ -246,13 +254,14 @@ def _child_main(
 
             delays = DelayQueue()
             bmcs = []
-            ports: dict[str, tuple[str, int]] = {}
+            ports: dict[str, tuple[str, int, str]] = {}
             for b in spec.ipmi[shard::shards]:
                 m = spec.machine_factory(b.machine)
                 machines[m.name] = m
-                bmc = EmulatedIpmiBmc(m, spec.username, spec.password, b.port, spec.address, faults, delays)
+                address = b.address or spec.address
+                bmc = EmulatedIpmiBmc(m, spec.username, spec.password, b.port, address, faults, delays)
                 bmcs.append(bmc)
-                ports[m.name] = ("ipmi", bmc.serversocket.getsockname()[1])
+                ports[m.name] = ("ipmi", bmc.serversocket.getsockname()[1], address)
             runner = threading.Thread(target=serve, args=(bmcs, delays, stop), daemon=True)
         else:
             from .redfish_bmc import RedfishEmulator, TlsFiles
@@ -282,7 +291,7 @@ def _child_main(
             )
             for server, (_service, service_machines) in zip(emu._servers, emulators, strict=True):
                 for name in service_machines:
-                    ports[name] = ("redfish", server.server_port)
+                    ports[name] = ("redfish", server.server_port, spec.address)
             emu.start()
             runner = threading.Thread(target=stop.wait, daemon=True)
         runner.start()
@@ -301,6 +310,8 @@ def _child_main(
             if message[0] == "state":
                 found = machines.get(message[1])
                 conn.send(_snapshot(found) if found is not None else None)
+            elif message[0] == "states":
+                conn.send({name: _snapshot(m) for name, m in machines.items()})
             elif message[0] == "stats":
                 conn.send(faults.stats())
             elif message[0] == "cpu":
