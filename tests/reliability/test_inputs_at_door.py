@@ -7,6 +7,8 @@ from: a run from elsewhere must never start a second site (new CA, every node "b
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,20 @@ def test_plan_from_root_and_from_the_repository_gives_the_same_state_dir(capsys,
     assert code == 0
     from_repo = json.loads(out)["state_dir"]
     assert from_root == from_repo == str(REPO / "inventory" / "examples" / "state" / "lab")
+
+
+def test_the_command_from_root_and_from_the_repository_agree() -> None:
+    """The real command in two processes with two working directories (no in-process chdir)."""
+
+    def state_dir(cwd: Path, inventory: str) -> str:
+        argv = [str(Path(sys.executable).parent / "provisioner"), "-i", inventory, "-o", "json", "plan"]
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return str(json.loads(proc.stdout)["state_dir"])
+
+    from_root = state_dir(Path("/"), str(LAB))
+    from_repo = state_dir(REPO, "inventory/examples/lab.yaml")
+    assert from_root == from_repo == str(LAB.parent / "state" / "lab")
 
 
 def test_a_relative_state_dir_is_relative_to_the_inventory(capsys, monkeypatch, tmp_path: Path) -> None:
