@@ -125,3 +125,9 @@ def test_node_ready_follows_the_cni() -> None:
     assert (ready["status"], ready["reason"]) == ("True", "KubeletReady")
     assert ready["lastTransitionTime"] == "later"
     assert network.node_ready_condition(True, ready, "even-later")["lastTransitionTime"] == "later"
+
+
+def test_pool_entries_metallb_would_refuse_are_skipped() -> None:
+    pool = {"spec": {"addresses": ["10.0.0.1-fd00::1", "not-an-address", "10.0.0.5/32"]}}
+    assert network.allocate(pool, set()) == "10.0.0.5"
+    assert network.allocate({"spec": {"addresses": ["fd00::/126"]}}, {"fd00::1"}) == "fd00::2"

@@ -66,7 +66,7 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(tmp_path) -> None:
 
 
 def test_converges_through_api_500s_resets_and_stalled_watches() -> None:
-    with lab_cluster(delay=0.02, faults="seed=7,api500=0.05,reset=0.03,stall-watch=0.3") as lab:
+    with lab_cluster(delay=0.02, faults="seed=7,api500=0.05,reset=0.03,stall-watch=0.1") as lab:
         lab.install_v0({"bundle-name": "distro-hosted"})
         wait_for("distro-hosted installed despite the faults", lambda: _all_ready(lab, 7), lab, 90)
         lab.merge(kinds.CONFIGMAP, "cozystack", {"data": {"bundle-enable": "velero"}}, "cozy-system")

@@ -549,11 +549,13 @@ class Simulator:
         for config in configs:
             name = _meta(config).get("name") or ""
             generation = int(_meta(config).get("generation") or 1)
-            status = copy.deepcopy(config.get("status") or {})
-            hrm.set_condition(status, "Applied", "True", "AsExpected", "Resources applied", generation, stamp)
-            status["matched"] = len(applied_to[name])
-            status["appliedTo"] = sorted(applied_to[name])
-            await self.apply_status(kinds.LINSTORSATELLITECONFIG, config, status)
+            lsc_status = copy.deepcopy(config.get("status") or {})
+            hrm.set_condition(
+                lsc_status, "Applied", "True", "AsExpected", "Resources applied", generation, stamp
+            )
+            lsc_status["matched"] = len(applied_to[name])
+            lsc_status["appliedTo"] = sorted(applied_to[name])
+            await self.apply_status(kinds.LINSTORSATELLITECONFIG, config, lsc_status)
 
     async def _ingress(self, rendered: platform.Platform) -> None:
         root_tenant = self.inf["tenant"].get("root", tenancy.ROOT_NAMESPACE)
@@ -686,8 +688,8 @@ class Simulator:
             labels[TENANT_OWNER_LABEL] = owner.replace("/", ".")
             await self.ensure(kinds.HELMRELEASE, body, self.inf["hr"].get(service, namespace))
         for hr in [h for h in self.inf["hr"].values() if _meta(h).get("namespace") == namespace]:
-            service = (_meta(hr).get("labels") or {}).get(TENANT_SERVICE_LABEL)
-            if service and service not in wanted:
+            rendered_for = (_meta(hr).get("labels") or {}).get(TENANT_SERVICE_LABEL)
+            if rendered_for and rendered_for not in wanted:
                 await self.delete(kinds.HELMRELEASE, _meta(hr)["name"], namespace)
 
     async def _tenant_status(

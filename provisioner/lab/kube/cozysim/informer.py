@@ -43,7 +43,7 @@ class Informer:
         on_change: Callable[[], None],
         *,
         namespace: str | None = None,
-        idle: float = 30.0,
+        idle: float = 15.0,
         retry: float = 3.0,
     ) -> None:
         self.client = client

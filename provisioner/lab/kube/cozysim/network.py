@@ -56,10 +56,11 @@ def _addresses(entry: str) -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Add
     if "-" in entry:
         first_text, last_text = (part.strip() for part in entry.split("-", 1))
         first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
-        current = first
-        while current <= last:
-            yield current
-            current = current + 1
+        family = type(first)
+        if type(last) is not family:
+            raise ValueError(f"range {entry!r} mixes address families")
+        for number in range(int(first), int(last) + 1):
+            yield family(number)
         return
     network = ipaddress.ip_network(entry, strict=False)
     if network.num_addresses == 1:
