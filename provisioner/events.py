@@ -150,6 +150,10 @@ def _parsed(line: bytes) -> Event:
 
 
 class EventLog:
+    """One cluster's event log: ``append`` from any process, ``iter``/``latest``/``wait_for``
+    to read. An instance builds its index on its first read (writers that only append, like
+    the lease hook, never do) and keeps it current from then on, new bytes only."""
+
     def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
@@ -160,7 +164,6 @@ class EventLog:
         self._ino: int | None = None  # the file the tail reader is reading
         self._offset = 0  # bytes of it already indexed (always at a line boundary)
         self._line_no = 0  # lines of it already read, for located warnings
-        self._rotated_last_id = 0  # the last id of the rotated files, when the current one is empty
 
     # --- tail reader ------------------------------------------------------------------------
 
