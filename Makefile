@@ -145,3 +145,13 @@ bench-kube: setup
 .PHONY: test-cozysim
 test-cozysim: setup
 	$(VENV)/bin/pytest tests/cozysim -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/cozysim -p no:cacheprovider $(PYTEST_ARGS)
+
+# Cozystack platform stage (provisioner/cozystack/): unit, schema and API stand-in tests; the benchmark
+# installs paas-full against the host stand-in + simulator (requests per object, zero-write rerun).
+.PHONY: test-platform bench-platform
+test-platform: setup
+	$(VENV)/bin/pytest tests/cozystack -p no:cacheprovider $(PYTEST_ARGS)
+
+bench-platform: setup
+	$(PY) benchmarks/bench_platform.py

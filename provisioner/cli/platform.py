@@ -78,11 +78,15 @@ def run_stages(
                 return 1
     finally:
         progress.close()
-    writes = ctx.options.get("_writes", [])
+    acct = ctx.options.get("_accounting") or {"writes": [], "objects": 0, "apply_requests": 0, "by_verb": {}}
     summary = {
         "bundle": bundle.name,
         "ready": True,
-        "writes": len(writes),
+        "writes": len(acct["writes"]),
+        "written": acct["writes"],
+        "objects": acct["objects"],
+        "apply_requests": acct["apply_requests"],
+        "requests": acct["by_verb"],
         "seconds": round(time.monotonic() - started, 1),
     }
     emit(summary, lambda d: f"platform {d['bundle']} ready ({d['writes']} writes, {d['seconds']} s)")

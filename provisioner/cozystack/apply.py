@@ -50,6 +50,7 @@ class Applier:
         self.applied: dict[str, str] = self._read()
         self.written: list[str] = []
         self.skipped: list[str] = []
+        self.requests = 0  # API requests made to decide and to write (compare GETs + applies)
 
     def _read(self) -> dict[str, str]:
         try:
@@ -67,10 +68,12 @@ class Applier:
         want = digest(obj)
         if self.applied.get(key) == want:
             meta = obj.get("metadata") or {}
+            self.requests += 1
             live = await self.kube.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
             if live is not None and covers(live, _comparable(obj)):
                 self.skipped.append(key)
                 return False
+        self.requests += 1
         await self.kube.apply(obj)
         self.applied[key] = want
         self._save()

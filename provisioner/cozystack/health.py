@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tenants import TenantNode
+from ..tenants import ROOT_NAMESPACE, SERVICES, TenantNode
 from .releases import ExpectedRelease
 
 Obj = Mapping[str, Any]
@@ -278,7 +278,20 @@ def satellite_problems(
 
 
 # -- tenants (tenants.py resolution vs. live namespaces)
-def tenant_label_problems(root: TenantNode, namespaces: Mapping[str, Obj]) -> list[str]:
+def expected_tenant_labels(node: TenantNode, root_fallback: bool = True) -> dict[str, str]:
+    """The model's labels (``tenants show``), plus upstream's fallback for services no tenant on
+    the path enables: the v0.41 platform chart labels tenant-root with all four services as
+    ``tenant-root`` whatever its spec says (platform-install.md §1.5, §6), and children inherit."""
+    labels = node.namespace_labels()
+    if root_fallback:
+        for svc in SERVICES:
+            labels.setdefault(f"namespace.cozystack.io/{svc}", ROOT_NAMESPACE)
+    return labels
+
+
+def tenant_label_problems(
+    root: TenantNode, namespaces: Mapping[str, Obj], root_fallback: bool = True
+) -> list[str]:
     """Every difference between the model's namespace.cozystack.io/* labels and the live ones."""
     out = []
     for node in root.walk():
@@ -292,7 +305,7 @@ def tenant_label_problems(root: TenantNode, namespaces: Mapping[str, Obj]) -> li
             for k, v in ((ns.get("metadata") or {}).get("labels") or {}).items()
             if k.startswith("namespace.cozystack.io/")
         }
-        want = node.namespace_labels()
+        want = expected_tenant_labels(node, root_fallback)
         for label in sorted(set(live) | set(want)):
             if live.get(label) != want.get(label):
                 out.append(

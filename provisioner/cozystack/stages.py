@@ -54,6 +54,18 @@ def open_kube(ctx: RunContext) -> Kube:
     return Kube(kubeconfig_path(ctx), attempts=int(ctx.options.get("api_attempts") or 8))
 
 
+def account(ctx: RunContext, kube: Kube, applier: Applier) -> None:
+    """Add a stage's API use to the run's totals (the CLI summary and bench-platform read them)."""
+    totals = ctx.options.setdefault(
+        "_accounting", {"writes": [], "objects": 0, "apply_requests": 0, "by_verb": {}}
+    )
+    totals["writes"].extend(applier.written)
+    totals["objects"] += len(applier.written) + len(applier.skipped)
+    totals["apply_requests"] += applier.requests
+    for verb, n in kube.counters.by_verb.items():
+        totals["by_verb"][verb] = totals["by_verb"].get(verb, 0) + n
+
+
 def read_record(layout: StateLayout, name: str) -> dict[str, Any] | None:
     try:
         data = json.loads(layout.platform_stage(name).read_text())
@@ -113,7 +125,7 @@ class _PlatformStage:
             }
         )
         write_record(ctx.layout, self.name, record)
-        ctx.options.setdefault("_writes", []).extend(applier.written)
+        account(ctx, kube, applier)
 
     async def work(self, ctx: RunContext, kube: Kube, applier: Applier) -> dict[str, Any]:
         raise NotImplementedError
@@ -249,7 +261,7 @@ class HelmReleases(_PlatformStage):
             await self.wait(ctx, kube, applier)
         finally:
             await kube.close()
-        ctx.options.setdefault("_writes", []).extend(applier.written)
+        account(ctx, kube, applier)
 
     async def wait(self, ctx: RunContext, kube: Kube, applier: Applier) -> None:
         site = ctx.site
@@ -526,7 +538,7 @@ class Tenants(_PlatformStage):
         async def labels_match() -> bool | None:
             nonlocal problems
             namespaces = {n["metadata"]["name"]: n for n in await kube.list("v1", "Namespace")}
-            problems = health.tenant_label_problems(root, namespaces)
+            problems = health.tenant_label_problems(root, namespaces, root_fallback=not v1)
             return True if not problems else None
 
         if await poll(labels_match, min(deadline, time.monotonic() + 60), 1.0) is None:

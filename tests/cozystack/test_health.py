@@ -150,6 +150,14 @@ def test_tenant_labels_compared_with_the_model(tmp_path: Path) -> None:
         n.namespace: {"metadata": {"name": n.namespace, "labels": {**n.namespace_labels(), "other": "x"}}}
         for n in root.walk()
     }
+    # v1.x: exactly the model's resolution (no tenant enables seaweedfs: no label)
+    assert health.tenant_label_problems(root, namespaces, root_fallback=False) == []
+    # v0.x: tenant-root carries all four services whatever its spec, and children inherit
+    assert health.expected_tenant_labels(root)["namespace.cozystack.io/seaweedfs"] == "tenant-root"
+    missing = health.tenant_label_problems(root, namespaces)
+    assert len(missing) == 3 and all("seaweedfs is None" in m for m in missing)
+    for n in root.walk():
+        namespaces[n.namespace]["metadata"]["labels"] = health.expected_tenant_labels(n)
     assert health.tenant_label_problems(root, namespaces) == []
     namespaces["tenant-team-dev"]["metadata"]["labels"]["namespace.cozystack.io/ingress"] = "tenant-root"
     problems = health.tenant_label_problems(root, namespaces)
