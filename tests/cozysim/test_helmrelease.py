@@ -147,3 +147,9 @@ def test_transition_time_kept_when_status_does_not_change() -> None:
     assert status["conditions"][0]["lastTransitionTime"] == "t1"
     hrm.set_condition(status, "Ready", "True", "InstallSucceeded", "m3", 1, "t3")
     assert status["conditions"][0]["lastTransitionTime"] == "t3"
+
+
+def test_malformed_dependency_entries_are_ignored() -> None:
+    hr = _hr("b")
+    hr["spec"]["dependsOn"] = [{"namespace": "ns"}, "a"]
+    assert _ready(_run(hr)["status"]) == ("True", "InstallSucceeded")

@@ -31,7 +31,7 @@ def _hr_names(lab: Lab, namespace: str) -> set[str]:
 
 def test_seed_tenant_tree_labels_hosts_and_releases() -> None:
     with lab_cluster(delay=0.02) as lab:
-        lab.install_v0({"bundle-name": "paas-hosted", **PAAS})
+        lab.install_v0({"bundle-name": "paas-hosted", **PAAS, "expose-external-ips": "10.0.0.12,10.0.0.11"})
         wait_for("the APIService", lambda: lab.get(kinds.APISERVICE, "v1alpha1.apps.cozystack.io"), lab, 90)
         wait_for("Tenant root", lambda: lab.get(kinds.TENANT, "root", "tenant-root"), lab)
         lab.merge(
@@ -76,6 +76,14 @@ def test_seed_tenant_tree_labels_hosts_and_releases() -> None:
             lab,
         )
         assert status["status"]["namespace"] == "tenant-foo-bar"
+
+        ingress = wait_for(
+            "root's ingress Service",
+            lambda: lab.get(kinds.SERVICE, "root-ingress-controller", "tenant-root"),
+            lab,
+        )
+        assert ingress["spec"]["type"] == "ClusterIP"
+        assert ingress["spec"]["externalIPs"] == ["10.0.0.11", "10.0.0.12"]
 
         with pytest.raises(ApiError) as refused:
             lab.apply(kinds.TENANT, _tenant("foo-bar", "tenant-root"))

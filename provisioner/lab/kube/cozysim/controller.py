@@ -159,6 +159,10 @@ class Simulator:
             self._errors += 1
             log.info("reconcile pass interrupted (%s); retrying", exc)
             self._schedule(min(0.2 * self._errors, 2.0))
+        except Exception:  # a bug or an object nobody expected: keep serving the others, loudly
+            self._errors += 1
+            log.exception("reconcile pass failed; retrying")
+            self._schedule(min(0.5 * self._errors, 10.0))
 
     def _schedule(self, seconds: float) -> None:
         at = time.monotonic() + seconds
@@ -459,6 +463,8 @@ class Simulator:
             ns, name = meta.get("namespace", ""), meta.get("name", "")
             deps = {}
             for dep in (hr.get("spec") or {}).get("dependsOn") or ():
+                if not isinstance(dep, dict):
+                    continue
                 dep_ns = dep.get("namespace") or ns
                 deps[f"{dep_ns}/{dep.get('name')}"] = cache.get(dep.get("name", ""), dep_ns)
             faults = hrm.Faults(stuck=self.faults.is_stuck(ns, name), fail=self.faults.is_failed(ns, name))

@@ -127,6 +127,8 @@ def decide(
         return Decision(status)
 
     for dep in spec.get("dependsOn") or ():
+        if not isinstance(dep, Mapping) or not dep.get("name"):
+            continue  # the CRD requires a name; a malformed entry cannot name a dependency
         dep_ns = dep.get("namespace") or namespace
         key = f"{dep_ns}/{dep['name']}"
         dep_obj = dependencies.get(key)
