@@ -40,7 +40,7 @@ def register(cli: click.Group) -> None:
 @pass_app
 def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int:
     """Provision the selected nodes and form the cluster; rerun to resume."""
-    from ..workflow.run import up as run_up
+    from ..pipeline.up import up as run_up
 
     site = app.site
     nodes = app.selected()

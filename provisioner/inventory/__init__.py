@@ -20,6 +20,7 @@ from .checks import check_site
 from .model import Node, Site
 from .problems import InventoryError, Problem, kind_of
 from .source import LocDict, format_path, load_document, locate
+from .tenants import tree_for, tree_problems
 
 __all__ = ["Inventory", "InventoryError", "Node", "Problem", "Site", "load_inventory", "load_site"]
 
@@ -107,8 +108,6 @@ def _from_validation_error(exc: ValidationError, doc: LocDict) -> list[Problem]:
 
 def load_inventory(path: str | Path) -> Inventory:
     """Read, validate and cross-check an inventory file or directory."""
-    from ..tenants import tree_for, tree_problems
-
     root = Path(path)
     doc = load_document(root)
     try:

@@ -5,438 +5,69 @@ push --rack R`` connects to ``racks[R].boot_server`` over SSH (paramiko) and upl
 self-contained bundle into a private directory there (default
 ``~/.provisioner/<cluster>/<rack>/``, mode 0700, files 0600):
 
-- ``manifest.json``: every answer decided here (``/boot.ipxe``, each node's install or
-  boot-from-disk script, MAC/UUID/IP), for the rack's nodes only;
-- ``configs/<node>.yaml``: the machine configs of nodes that are to install (secret);
-- ``run/dnsmasq.conf`` + lease hook + MAC map: DHCP reservations for the rack's nodes;
-- ``assets/``: Talos kernel and initramfs, uploaded only when the remote sha256 differs;
-- ``agent.zip`` + ``netboot.sh``: the stdlib-only agent (``remote_agent``) and its launcher.
-
-Host keys are verified (``~/.ssh/known_hosts`` and ``known_hosts`` beside the inventory);
-an unknown key is refused unless ``accept_new`` records it in the inventory's file, and a
-changed key is always refused. Events the agent writes on the boot server are pulled back
-into the local event log by ``push``, ``status`` and ``stop``.
+(``remote_payload`` builds it: agent, manifest, configs, dnsmasq files, assets) and drives
+the agent there. The SSH transport (host keys, atomic uploads) is ``remote_ssh``; the agent
+itself is ``remote_agent``. Events the agent writes on the boot server are pulled back into
+the local event log by ``push``, ``status`` and ``stop``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import ipaddress
 import json
 import logging
-import posixpath
 import shlex
-import stat
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import netaddr
-import paramiko
-
-from ..errors import InputError, OperationError
+from ..errors import InputError
 from ..events import EventLog
 from ..fsutil import atomic_write, locked, private_dir
 from ..inventory.model import Node, Site
+from ..layout import StateLayout
 from ..state import StateStore
-from . import dnsmasq, ipxe
-from .assets import ASSET_FILES, asset_set, sha256_file
+from .assets import sha256_file
+from .remote_payload import (
+    AGENT_ZIP,
+    LAUNCHER,
+    MIN_PYTHON,
+    REMOTE,
+    Bundle,
+    _sha256_bytes,
+    agent_zip,
+    build_bundle,
+    remote_rel,
+)
+from .remote_ssh import (
+    BootServer,
+    BootTarget,
+    _ensure_private_dir,
+    _sftp_error,
+    _upload,
+    boot_target,
+    remote_dir_for,
+    session,
+)
 
 log = logging.getLogger(__name__)
 
-KNOWN_HOSTS = "known_hosts"  # beside the inventory, committed with it
-DEFAULT_REMOTE_DIR = ".provisioner/{cluster}/{rack}"  # relative to the login's home
-LAUNCHER = "netboot.sh"
-AGENT_ZIP = "agent.zip"
-MIN_PYTHON = (3, 10)
-_PKG = Path(__file__).resolve().parents[1]
-# The agent's whole world: stdlib-only modules, so the boot server needs no PyPI package.
-AGENT_MODULES = (
-    "__init__.py",
-    "events.py",
-    "fsutil.py",
-    "netboot/__init__.py",
-    "netboot/childguard.py",
-    "netboot/http.py",
-    "netboot/leasehook.py",
-    "netboot/remote_agent.py",
-)
-
-
-@dataclass(frozen=True)
-class BootTarget:
-    cluster: str
-    rack: str
-    host: str
-    user: str
-    port: int
-    key: Path | None
-    known_hosts: Path  # the inventory's own file (may not exist yet)
-
-    @property
-    def label(self) -> str:
-        return f"boot server {self.user}@{self.host}:{self.port} (rack {self.rack})"
-
-
-def boot_target(site: Site, rack: str) -> BootTarget:
-    """The rack's boot server, or InputError (exit 2) naming what is missing."""
-    site.select((rack,))  # unknown rack -> InputError listing the known ones
-    entry = next((r for r in site.racks if r.name == rack), None)
-    if entry is None or entry.boot_server is None:
-        raise InputError(
-            f"rack {rack} has no boot_server in the inventory; its nodes are served by the local "
-            "netboot service (`provisioner netboot serve`)"
-        )
-    bs = entry.boot_server
-    key = None
-    if bs.key:
-        key = Path(bs.key).expanduser()
-        if not key.is_absolute():
-            key = site.base_dir / key
-        if not key.is_file():
-            raise InputError(f"racks[{rack}].boot_server.key: {key} does not exist or is not a file")
-    return BootTarget(site.cluster.name, rack, bs.host, bs.user, bs.port, key, site.base_dir / KNOWN_HOSTS)
-
-
-# --- SSH ------------------------------------------------------------------------------------
-class _UnknownHostKey(paramiko.SSHException):
-    def __init__(self, name: str, key: paramiko.PKey) -> None:
-        super().__init__(f"host key for {name} is not known")
-        self.name, self.key = name, key
-
-
-class _Reject(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(hostname, key)
-
-
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """First contact, asked for explicitly: record the key in the inventory's known_hosts.
-    Only reached for a host with no key at all; a changed key never gets here."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        try:
-            with open(self.path, "a", encoding="ascii") as fh:
-                fh.write(line)
-        except OSError as exc:
-            raise OperationError(f"cannot record the host key in {self.path}: {exc.strerror}") from None
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning(
-            "accepted new host key for %s: %s %s (saved in %s)",
-            hostname,
-            key.get_name(),
-            key.fingerprint,
-            self.path,
-        )
-
-
-def _load_key(path: Path) -> paramiko.PKey:
-    try:
-        return paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        raise InputError(
-            f"SSH key {path} is encrypted; load it into ssh-agent and leave boot_server.key unset"
-        ) from None
-    except (paramiko.SSHException, ValueError, OSError) as exc:
-        raise InputError(f"SSH key {path} is not a private key paramiko can read: {exc}") from None
-
-
-class BootServer:
-    """A connected session: ``run`` shell commands, ``sftp`` files. A context manager."""
-
-    def __init__(self, target: BootTarget, accept_new: bool = False, timeout: float = 15.0) -> None:
-        self.target = target
-        self.accept_new = accept_new
-        self.timeout = timeout
-        self.client = paramiko.SSHClient()
-        self._sftp: paramiko.SFTPClient | None = None
-
-    def connect(self) -> BootServer:
-        t = self.target
-        pkey = _load_key(t.key) if t.key else None
-        client = self.client
-        client.load_system_host_keys()  # ~/.ssh/known_hosts, if any
-        if t.known_hosts.is_file():
-            try:
-                client.load_host_keys(str(t.known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                raise InputError(f"{t.known_hosts}: cannot read known hosts: {exc}") from None
-        client.set_missing_host_key_policy(_AcceptNew(t.known_hosts) if self.accept_new else _Reject())
-        try:
-            client.connect(
-                t.host,
-                port=t.port,
-                username=t.user,
-                pkey=pkey,
-                allow_agent=pkey is None,
-                look_for_keys=pkey is None,
-                timeout=self.timeout,
-                banner_timeout=self.timeout,
-                auth_timeout=self.timeout,
-            )
-        except _UnknownHostKey as exc:
-            client.close()
-            raise OperationError(
-                f"{t.label}: host key {exc.key.get_name()} {exc.key.fingerprint} is not known "
-                f"(not in ~/.ssh/known_hosts or {t.known_hosts}); check it on the boot server "
-                "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and rerun with --accept-new-host-key "
-                f"to record it in {t.known_hosts}"
-            ) from None
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise OperationError(
-                f"{t.label}: host key CHANGED (got {exc.key.get_name()} {exc.key.fingerprint}, "
-                f"expected {exc.expected_key.fingerprint}); refusing to connect. If the boot server "
-                "was reinstalled, remove its old entry from known_hosts"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            how = f"key {t.key}" if t.key else "the SSH agent and default keys"
-            raise OperationError(f"{t.label}: authentication failed with {how}: {exc}") from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            client.close()
-            reason = (
-                exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            )
-            raise OperationError(f"{t.label}: cannot connect: {reason}") from None
-        return self
-
-    def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        self.client.close()
-
-    def __enter__(self) -> BootServer:
-        return self.connect()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            try:
-                self._sftp = self.client.open_sftp()
-            except (OSError, paramiko.SSHException) as exc:
-                raise OperationError(f"{self.target.label}: SFTP unavailable: {exc}") from None
-        return self._sftp
-
-    def run(self, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
-        try:
-            _, out, err = self.client.exec_command(command, timeout=timeout)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            return out.channel.recv_exit_status(), stdout, stderr
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise OperationError(f"{self.target.label}: remote command failed: {exc}") from None
-
-    def fail(self, what: str, detail: str = "") -> OperationError:
-        return OperationError(
-            f"{self.target.label}: {what}" + (f": {detail.strip()}" if detail.strip() else "")
-        )
-
-
-def _sftp_error(bs: BootServer, what: str, exc: BaseException) -> OperationError:
-    return bs.fail(what, getattr(exc, "strerror", None) or str(exc))
-
-
-def remote_dir_for(bs: BootServer, option: str | None) -> str:
-    """Absolute remote bundle directory: ``option`` (relative to the home) or the default."""
-    t = bs.target
-    rel = option or DEFAULT_REMOTE_DIR.format(cluster=t.cluster, rack=t.rack)
-    if posixpath.isabs(rel):
-        return posixpath.normpath(rel)
-    try:
-        home = bs.sftp.normalize(".")
-    except OSError as exc:
-        raise _sftp_error(bs, "cannot find the home directory", exc) from None
-    return posixpath.normpath(posixpath.join(home, rel))
-
-
-def _ensure_private_dir(bs: BootServer, path: str) -> None:
-    """mkdir -p, new components 0700; the directory itself is always made 0700."""
-    sftp = bs.sftp
-    cur = "/"
-    for part in path.strip("/").split("/"):
-        cur = posixpath.join(cur, part)
-        try:
-            st = sftp.stat(cur)
-        except FileNotFoundError:
-            try:
-                sftp.mkdir(cur, 0o700)
-            except OSError as exc:
-                raise _sftp_error(bs, f"cannot create {cur}", exc) from None
-            continue
-        except OSError as exc:
-            raise _sftp_error(bs, f"cannot stat {cur}", exc) from None
-        if not stat.S_ISDIR(st.st_mode or 0):
-            raise bs.fail(f"{cur} exists and is not a directory")
-    try:
-        sftp.chmod(path, 0o700)
-    except OSError as exc:
-        raise _sftp_error(bs, f"cannot chmod {path}", exc) from None
-
-
-def _upload(bs: BootServer, path: str, source: bytes | Path, mode: int) -> None:
-    """Write to a temp name (mode set before any content lands), then rename over ``path``."""
-    sftp = bs.sftp
-    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.part")
-    try:
-        with sftp.open(tmp, "wb") as fh:
-            fh.chmod(mode)
-            fh.set_pipelined(True)
-            if isinstance(source, bytes):
-                fh.write(source)
-            else:
-                with open(source, "rb") as src:
-                    while chunk := src.read(1 << 20):
-                        fh.write(chunk)
-        sftp.posix_rename(tmp, path)
-    except OSError as exc:
-        raise _sftp_error(bs, f"upload of {path} failed", exc) from None
-
-
-# --- the bundle -----------------------------------------------------------------------------
-@dataclass
-class Bundle:
-    files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # relpath -> data, mode
-    large: dict[str, Path] = field(default_factory=dict)  # relpath -> local file (sha256-skipped)
-    warnings: list[str] = field(default_factory=list)
-    answers: dict[str, str] = field(default_factory=dict)  # node -> install | local-disk
-
-
-def agent_zip() -> bytes:
-    """The agent and its modules, byte-identical for identical sources (so re-pushes skip it)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel in AGENT_MODULES:
-            info = zipfile.ZipInfo(f"provisioner/{rel}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, (_PKG / rel).read_bytes())
-    return buf.getvalue()
-
-
-def _launcher(cluster: str, rack: str, python: str) -> str:
-    return (
-        "#!/bin/sh\n"
-        f"# provisioner netboot agent for rack {rack} of cluster {cluster}; written by "
-        "`provisioner netboot push`.\n"
-        "# usage: sh netboot.sh start|stop|status   (prints JSON)\n"
-        'here=$(cd "$(dirname "$0")" && pwd) || exit 1\n'
-        'PYTHONPATH="$here/agent.zip"\nexport PYTHONPATH\numask 077\n'
-        f'exec {shlex.quote(python)} -m provisioner.netboot.remote_agent --dir "$here" "$@"\n'
-    )
-
-
-def _lease_hook(root: str, python: str) -> str:
-    env = {
-        "PROVISIONER_EVENTS": f"{root}/events.jsonl",
-        "PROVISIONER_NODEMAP": f"{root}/run/nodes.json",
-        "PYTHONPATH": f"{root}/{AGENT_ZIP}",
-    }
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-    return (
-        f"#!/bin/sh\n# dnsmasq lease events -> the agent's event log\n{exports}"
-        f'exec {shlex.quote(python)} -m provisioner.netboot.leasehook "$@"\n'
-    )
-
-
-def rack_site(site: Site, server: str, http_port: int, interface: str | None) -> Site:
-    """The site as seen from the boot server: its address and port, its interface."""
-    assert site.networks is not None and site.networks.netboot is not None
-    nb = site.networks.netboot.model_copy(
-        update={"server": netaddr.IPAddress(server), "http_port": http_port, "interface": interface}
-    )
-    return site.model_copy(update={"networks": site.networks.model_copy(update={"netboot": nb})})
-
-
-def build_bundle(
-    site: Site,
-    rack: str,
-    selected: list[Node],
-    store: StateStore,
-    *,
-    root: str,
-    python: str,
-    server: str,
-    http_port: int,
-    interface: str | None,
-    dhcp: bool,
-    assets_root: Path | None,
-) -> Bundle:
-    rsite = rack_site(site, server, http_port, interface)
-    endpoint = ipxe.Endpoint(server, http_port)
-    rack_nodes = [n for n in site.nodes if n.rack == rack]
-    chosen = {n.name for n in selected}
-    bundle = Bundle()
-    entries = []
-    for n in rack_nodes:
-        if n.name not in chosen or store.is_installed(n.name):
-            reason = "not selected" if n.name not in chosen else "installed"
-            answer, script = "local-disk", ipxe.local_disk_script(n)
-        else:
-            reason, answer, script = "", "install", ipxe.install_script(rsite, n, endpoint)
-            cfg = site.state_dir / "configs" / f"{n.name}.yaml"
-            try:
-                bundle.files[f"configs/{n.name}.yaml"] = (cfg.read_bytes(), 0o600)
-            except FileNotFoundError:
-                bundle.warnings.append(
-                    f"{n.name}: no machine config in {cfg.parent} (run `provisioner configs generate`)"
-                )
-        bundle.answers[n.name] = answer
-        entries.append(
-            {
-                "name": n.name,
-                "mac": n.boot.mac,
-                "uuid": n.uuid,
-                "ip": str(n.ip),
-                "answer": answer,
-                "reason": reason,
-                "script": script,
-            }
-        )
-    manifest = {
-        "cluster": site.cluster.name,
-        "rack": rack,
-        "http": {"host": server, "port": http_port},
-        "dhcp": dhcp,
-        "boot_ipxe": ipxe.boot_script(endpoint),
-        "asset_files": list(ASSET_FILES),
-        "nodes": entries,
-    }
-    bundle.files["manifest.json"] = (json.dumps(manifest, indent=1, sort_keys=True).encode(), 0o600)
-    bundle.files[LAUNCHER] = (_launcher(site.cluster.name, rack, python).encode(), 0o700)
-    if dhcp:
-        paths = dnsmasq.Paths(Path(root) / "run")
-        conf = dnsmasq.render(rsite, paths, rack_nodes, interface)
-        bundle.files["run/dnsmasq.conf"] = (conf.encode(), 0o600)
-        bundle.files["run/leasehook.sh"] = (_lease_hook(root, python).encode(), 0o700)
-        node_map = {n.boot.mac: n.name for n in rack_nodes}
-        bundle.files["run/nodes.json"] = (json.dumps(node_map, indent=1).encode(), 0o600)
-    aset = asset_set(site, assets_root)
-    for name in ASSET_FILES:
-        if aset.path(name).is_file():
-            bundle.large[f"assets/{name}"] = aset.path(name)
-        else:
-            bundle.warnings.append(
-                f"Talos asset {aset.path(name)} is missing (`provisioner assets fetch` or `assets import`)"
-            )
-    return bundle
+__all__ = [
+    "BootTarget",
+    "agent_zip",
+    "boot_target",
+    "build_bundle",
+    "push",
+    "remote_status",
+    "remote_stop",
+    "session",
+]
 
 
 # --- events ---------------------------------------------------------------------------------
 def _cursor_path(site: Site, rack: str) -> Path:
-    return private_dir(site.state_dir / "netboot-remote") / f"{rack}.json"
+    layout = StateLayout(site.state_dir)
+    private_dir(layout.netboot_remote_dir)
+    return layout.netboot_remote_record(rack)
 
 
 def pull_events(bs: BootServer, root: str, site: Site, events: EventLog) -> int:
@@ -452,7 +83,7 @@ def pull_events(bs: BootServer, root: str, site: Site, events: EventLog) -> int:
             cursor = {}
         if cursor.get("where") != where:
             cursor = {"where": where, "offset": 0, "last_id": 0}
-        path = f"{root}/events.jsonl"
+        path = f"{root}/{remote_rel(REMOTE.events)}"
         try:
             size = bs.sftp.stat(path).st_size or 0
         except FileNotFoundError:
@@ -553,12 +184,6 @@ def _agent_log_tail(bs: BootServer, root: str) -> str:
     return out.strip()
 
 
-@contextmanager
-def session(target: BootTarget, accept_new: bool = False, timeout: float = 15.0) -> Iterator[BootServer]:
-    with BootServer(target, accept_new, timeout) as bs:
-        yield bs
-
-
 def push(
     site: Site,
     rack: str,
@@ -613,7 +238,7 @@ def push(
             rc, out, err = _launcher_cmd(bs, root, "stop")
             if rc != 0:
                 raise bs.fail("cannot stop the running agent", out.get("error") or err)
-        for sub in ("", "/configs", "/assets", "/run"):
+        for sub in ("", f"/{remote_rel(REMOTE.configs_dir)}", "/assets", "/run"):
             _ensure_private_dir(bs, root + sub)
         zip_bytes = agent_zip()
         large = {**bundle.large}
@@ -657,14 +282,10 @@ def push(
     }
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _remove_stale(bs: BootServer, root: str, bundle: Bundle) -> list[str]:
     """Configs of nodes no longer installing here, and the dnsmasq files when DHCP is off."""
     removed = []
-    for sub in ("configs", "run"):
+    for sub in (remote_rel(REMOTE.configs_dir), "run"):
         try:
             names = bs.sftp.listdir(f"{root}/{sub}")
         except OSError:

@@ -20,49 +20,28 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
 from ..events import ASSET_DOWNLOAD, CONFIG_DENIED, CONFIG_FETCH, IPXE_SCRIPT, IPXE_UNKNOWN, EventLog
 from ..fsutil import atomic_write
+from ..layout import StateLayout
 from .childguard import die_with_parent
 from .http import HTTPServer, Reply, Request, safe_join
+from .rules import config_requester, identify, normalise_mac, normalise_uuid
 
 MANIFEST = "manifest.json"
 STATE = "agent.json"
 LOG = "agent.log"
-EVENTS = "events.jsonl"
 IPXE_TYPE = "text/plain; charset=utf-8"
 IPXE_DIR = Path("/usr/lib/ipxe")
 IPXE_NEEDED = ("undionly.kpxe", "snponly.efi")
-_HEX12 = re.compile(r"^[0-9a-f]{12}$")
-
-
-def normalise_mac(value: str) -> str | None:
-    """``52-54-00-..`` (iPXE ``hexhyp``), ``52:54:..`` or bare hex -> ``52:54:00:..``."""
-    if not value or "$" in value:
-        return None
-    raw = re.sub(r"[:.\-]", "", value.strip().lower())
-    if not _HEX12.match(raw):
-        return None
-    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
-
-
-def normalise_uuid(value: str) -> str | None:
-    if not value or "$" in value:
-        return None
-    try:
-        return str(uuidlib.UUID(value))
-    except ValueError:
-        return None
 
 
 class AgentRoutes:
@@ -77,7 +56,7 @@ class AgentRoutes:
         self.by_uuid = {n["uuid"]: n for n in self.nodes if n.get("uuid")}
         self.by_ip = {n["ip"]: n for n in self.nodes}
         self.assets_dir = root / "assets"
-        self.configs_dir = root / "configs"
+        self.layout = StateLayout(root)  # the bundle is laid out like a state directory
         self.asset_files: list[str] = manifest.get("asset_files", [])
 
     def __call__(self, req: Request) -> Reply:
@@ -94,7 +73,7 @@ class AgentRoutes:
     def node_script(self, req: Request) -> Reply:
         mac = normalise_mac(req.query.get("mac", ""))
         uuid = normalise_uuid(req.query.get("uuid", ""))
-        node = self.by_mac.get(mac or "") or (self.by_uuid.get(uuid) if uuid else None)
+        node = identify(self.by_mac, self.by_uuid, mac, uuid)
         ident = {
             "mac": mac or req.query.get("mac"),
             "uuid": uuid or req.query.get("uuid"),
@@ -118,29 +97,18 @@ class AgentRoutes:
     def config(self, req: Request) -> Reply:
         uuid = normalise_uuid(req.query.get("uuid", ""))
         ident = {"uuid": uuid or req.query.get("uuid"), "ip": req.client_ip}
-        node = self.by_uuid.get(uuid) if uuid else None
-        if node is None:
-            node = self.by_ip.get(req.client_ip)
-            if node is not None and uuid and node.get("uuid") and node["uuid"] != uuid:
-                self.events.append(
-                    CONFIG_DENIED, node["name"], "denied", reason="uuid does not match the node", **ident
-                )
-                return Reply.text(403, "forbidden\n")
-        if node is None:
-            self.events.append(
-                CONFIG_DENIED, None, "unknown", reason="no node with this uuid or address", **ident
-            )
-            return Reply.text(403, "forbidden\n")
-        if req.client_ip != node["ip"]:
-            self.events.append(
-                CONFIG_DENIED, node["name"], "denied", reason="request from a foreign address", **ident
-            )
+        node, denied = config_requester(
+            self.by_uuid, self.by_ip, uuid, req.client_ip, lambda n: n["ip"], lambda n: n.get("uuid")
+        )
+        if denied is not None or node is None:
+            name = node["name"] if node is not None else None
+            self.events.append(CONFIG_DENIED, name, "denied" if node else "unknown", reason=denied, **ident)
             return Reply.text(403, "forbidden\n")
         if node["answer"] != "install":
             self.events.append(CONFIG_DENIED, node["name"], "denied", reason=node["reason"], **ident)
             return Reply.text(403, f"no config: node is {node['reason']}\n")
         try:
-            data = (self.configs_dir / f"{node['name']}.yaml").read_bytes()
+            data = self.layout.config(node["name"]).read_bytes()
         except FileNotFoundError:
             self.events.append(
                 CONFIG_FETCH, node["name"], "missing", reason="no config on the boot server", **ident
@@ -240,7 +208,7 @@ def serve(root: Path) -> int:
     dnsmasq: subprocess.Popen[bytes] | None = None
     try:
         manifest = json.loads((root / MANIFEST).read_text())
-        routes = AgentRoutes(root, manifest, EventLog(root / EVENTS))
+        routes = AgentRoutes(root, manifest, EventLog(StateLayout(root).events))
         host, port = manifest["http"]["host"], int(manifest["http"]["port"])
         try:
             http = HTTPServer(host, port, routes)
@@ -305,7 +273,7 @@ def serve(root: Path) -> int:
 def status(root: Path) -> dict[str, Any]:
     state = _read_state(root)
     running = _alive(state.get("pid"), _agent_marker(root)) and state.get("state") in ("starting", "running")
-    events = root / EVENTS
+    events = StateLayout(root).events
     recorded = state.get("state", "never-started")
     if not running and recorded in ("starting", "running"):
         recorded = "dead"  # killed without a chance to record it

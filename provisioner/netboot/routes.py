@@ -14,8 +14,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-import netaddr
-
 from ..events import ASSET_DOWNLOAD, CONFIG_DENIED, CONFIG_FETCH, IPXE_SCRIPT, IPXE_UNKNOWN, EventLog
 from ..inventory.model import ConfigDelivery, Node, Site
 from ..layout import StateLayout
@@ -23,32 +21,10 @@ from ..records import MalformedState
 from ..state import StateStore
 from . import ipxe
 from .http import Reply, Request, safe_join
+from .rules import config_requester, identify, normalise_mac, normalise_uuid
 
 IPXE_TYPE = "text/plain; charset=utf-8"
 YAML_TYPE = "application/yaml"
-
-
-def normalise_mac(value: str) -> str | None:
-    """``52-54-00-..`` (iPXE's ``hexhyp``) or any netaddr-readable MAC -> ``52:54:00:..``."""
-    if not value or "$" in value:
-        return None
-    try:
-        eui = netaddr.EUI(value)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        return None
-    eui.dialect = netaddr.mac_unix_expanded
-    return str(eui).lower()
-
-
-def normalise_uuid(value: str) -> str | None:
-    import uuid
-
-    if not value or "$" in value:  # an unexpanded ${uuid}
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 class NetbootRoutes:
@@ -101,12 +77,8 @@ class NetbootRoutes:
 
     # --- iPXE -------------------------------------------------------------------------
     def identify(self, mac: str | None, uuid: str | None) -> Node | None:
-        """By boot MAC first (it is what DHCP reserved), then by SMBIOS UUID."""
-        if mac and mac in self.by_mac:
-            return self.by_mac[mac]
-        if uuid and uuid in self.by_uuid:
-            return self.by_uuid[uuid]
-        return None
+        """By boot MAC first (it is what DHCP reserved), then by SMBIOS UUID (``rules``)."""
+        return identify(self.by_mac, self.by_uuid, mac, uuid)
 
     def node_script(self, req: Request) -> Reply:
         mac = normalise_mac(req.query.get("mac", ""))
@@ -156,23 +128,12 @@ class NetbootRoutes:
                 reason="config delivery is apply: configs are never served over HTTP", **ident,
             )
             return Reply.text(403, "forbidden: config delivery is apply\n")
-        node = self.by_uuid.get(uuid) if uuid else None
-        if node is None:
-            node = self.by_ip.get(req.client_ip)
-            if node is not None and uuid and node.uuid and node.uuid != uuid:
-                self.events.append(
-                    CONFIG_DENIED, node.name, "denied", reason="uuid does not match the node", **ident
-                )
-                return Reply.text(403, "forbidden\n")
-        if node is None:
-            self.events.append(
-                CONFIG_DENIED, None, "unknown", reason="no node with this uuid or address", **ident
-            )
-            return Reply.text(403, "forbidden\n")
-        if req.client_ip != str(node.ip):
-            self.events.append(
-                CONFIG_DENIED, node.name, "denied", reason="request from a foreign address", **ident
-            )
+        node, denied = config_requester(
+            self.by_uuid, self.by_ip, uuid, req.client_ip, lambda n: str(n.ip), lambda n: n.uuid
+        )
+        if denied is not None or node is None:
+            name = node.name if node is not None else None
+            self.events.append(CONFIG_DENIED, name, "denied" if node else "unknown", reason=denied, **ident)
             return Reply.text(403, "forbidden\n")
         try:
             installed = self.store.is_installed(node.name)

@@ -11,8 +11,8 @@ from provisioner.cli import main
 from provisioner.events import EventLog
 from provisioner.layout import StateLayout
 from provisioner.pipeline.stages import HARDWARE_STAGES, stage_names
+from provisioner.pipeline.up import up
 from provisioner.workflow.progress import PIPELINE_STAGE
-from provisioner.workflow.run import up
 
 from .conftest import make_site
 from .fakes import FakeTalos, World

@@ -19,7 +19,7 @@ from provisioner.bmc.registry import DriverRequest, Registration
 from provisioner.inventory import InventoryError
 from provisioner.layout import StateLayout
 from provisioner.pipeline.stages import HARDWARE_STAGES
-from provisioner.workflow.run import up
+from provisioner.pipeline.up import up
 
 from .conftest import make_site
 from .fakes import FakeDriver, FakeTalos, World

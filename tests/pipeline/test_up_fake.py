@@ -18,11 +18,11 @@ from provisioner.inventory.model import Site
 from provisioner.layout import StateLayout
 from provisioner.pipeline.context import RunContext
 from provisioner.pipeline.stages import HARDWARE_STAGES
+from provisioner.pipeline.up import UpResult, up
 from provisioner.state import Phase, StateStore
 from provisioner.workflow.clusterflow import ClusterState
 from provisioner.workflow.progress import Progress
 from provisioner.workflow.reset import reset_nodes
-from provisioner.workflow.run import UpResult, up
 
 from .conftest import make_site
 from .fakes import Crash, FakeTalos, World

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.cli import main
-from provisioner.workflow import run as runmod
+from provisioner.pipeline import up as runmod
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,8 @@
 """`provisioner up`: build the run context once, then walk the bundle's stages in order.
 
+It sits above both the stages (``stages.py``) and the work they call (``provisioner/workflow/``),
+so neither of those imports it.
+
 The stages themselves are listed in ``provisioner/pipeline/stages.py``; this module only
 sets a run up (locks, progress, the BMC gate, the Talos access, the netboot service) and
 turns what the run left behind into a per-node summary. Nodes run side by side; one node's
@@ -18,15 +21,15 @@ from typing import Any
 from ..errors import InputError
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
-from ..pipeline.base import Stage
-from ..pipeline.context import NetbootFactory, NodeOutcome, RunContext
-from ..pipeline.runner import walk
-from ..pipeline.stages import STAGES
 from ..state import Phase, StateStore
-from .bmcgate import BMCGate, Connect
-from .locks import hold_racks
-from .progress import Progress
-from .talos_ops import TalosAccess, TalosOps
+from ..workflow.bmcgate import BMCGate, Connect
+from ..workflow.locks import hold_racks
+from ..workflow.progress import Progress
+from ..workflow.talos_ops import TalosAccess, TalosOps
+from .base import Stage
+from .context import NetbootFactory, NodeOutcome, RunContext
+from .runner import walk
+from .stages import STAGES
 
 __all__ = ["NodeOutcome", "UpResult", "up"]
 
