@@ -51,9 +51,14 @@ LINK_ALIAS = "mgmt0"  # 1.12+: the alias LinkAliasConfig gives the boot NIC (mat
 
 
 def templates_dir() -> Path:
-    """``machine-configs/`` of this checkout (``PROVISIONER_MACHINE_CONFIGS`` overrides)."""
+    """``machine-configs/`` of this checkout, or the copy an installed package carries as
+    ``provisioner/machine_configs/`` (``PROVISIONER_MACHINE_CONFIGS`` overrides both)."""
     override = os.environ.get("PROVISIONER_MACHINE_CONFIGS")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "machine-configs"
+    if override:
+        return Path(override)
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent / "machine-configs"
+    return checkout if checkout.is_dir() else package / "machine_configs"
 
 
 @functools.lru_cache(maxsize=8)
