@@ -135,3 +135,20 @@ def test_namespaces_cover_every_release_and_the_fixed_ones() -> None:
     rendered = platform.render_v0({"bundle-name": "distro-hosted"})
     assert {"cozy-system", "cozy-public", "tenant-root"} <= set(rendered.namespaces)
     assert {r.namespace for r in rendered.releases} <= set(rendered.namespaces)
+
+
+@pytest.mark.parametrize(
+    "name",
+    upstream.FLUX_CRDS
+    + upstream.PACKAGE_CRDS
+    + upstream.METALLB_CRDS
+    + upstream.PIRAEUS_CRDS
+    + upstream.KUBEVIRT_CRDS
+    + upstream.CDI_CRDS,
+)
+def test_every_served_crd_is_read_from_the_copied_upstream_files(name: str) -> None:
+    crd = upstream.crd(name)
+    plural, _, group = name.partition(".")
+    assert crd["spec"]["group"] == group
+    assert crd["spec"]["names"]["plural"] == plural
+    assert any(v.get("served") for v in crd["spec"]["versions"])

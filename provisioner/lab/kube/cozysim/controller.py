@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -40,6 +40,7 @@ PACKAGE = "cozystack.cozystack-platform"
 TENANT_SERVICE_LABEL = "lab.provisioner/tenant-service"
 TENANT_OWNER_LABEL = "lab.provisioner/tenant"
 APISERVICE = "v1alpha1.apps.cozystack.io"
+WRITE_CONCURRENCY = 8
 
 
 def now_text() -> str:
@@ -231,6 +232,22 @@ class Simulator:
         if current is not None and _subset(want, current):
             return
         await self.apply(kind, body)
+
+    async def concurrently(self, writes: Sequence[Awaitable[Any]]) -> None:
+        """Run independent writes ``WRITE_CONCURRENCY`` at a time (the API round trip dominates a pass).
+
+        The first error is raised once all have ended, so the pass is retried as a whole.
+        """
+        gate = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def one(write: Awaitable[Any]) -> None:
+            async with gate:
+                await write
+
+        results = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def ensure_crds(self, names: Iterable[str]) -> None:
         created = False
@@ -431,10 +448,14 @@ class Simulator:
             )
             self._applied_crds.add(f"repo:{ns}/{name}")
         wanted = set()
+        writes = []
         for release in rendered.releases:
             wanted.add((release.namespace, release.name))
             body = platform.helmrelease_manifest(release)
-            await self.ensure(kinds.HELMRELEASE, body, self.inf["hr"].get(release.name, release.namespace))
+            writes.append(
+                self.ensure(kinds.HELMRELEASE, body, self.inf["hr"].get(release.name, release.namespace))
+            )
+        await self.concurrently(writes)
         for hr in self.inf["hr"].values():
             labels = _meta(hr).get("labels") or {}
             if labels.get(platform.SYSTEM_APP_LABEL) == "true" and kinds.key(hr) not in wanted:
@@ -458,6 +479,7 @@ class Simulator:
             return
         stamp = now_text()
         live = set()
+        writes: list[Awaitable[None]] = []
         for hr in list(cache.values()):
             meta = _meta(hr)
             ns, name = meta.get("namespace", ""), meta.get("name", "")
@@ -474,7 +496,8 @@ class Simulator:
                 self._attempts.setdefault(decision.attempt, time.monotonic())
                 self._schedule(decision.finish_in or 0.0)
             if decision.status != (hr.get("status") or {}):
-                await self.apply_status(kinds.HELMRELEASE, hr, decision.status)
+                writes.append(self.apply_status(kinds.HELMRELEASE, hr, decision.status))
+        await self.concurrently(writes)
         self._attempts = {k: v for k, v in self._attempts.items() if k in live}
 
     def _ready(self, name: str, namespace: str) -> bool:

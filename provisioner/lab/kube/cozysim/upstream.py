@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 BUNDLES = ("paas-full", "paas-hosted", "distro-full", "distro-hosted")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: the CRD files are large
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def bundle(name: str) -> tuple[BundleEntry, ...]:
     """The release list of bundle ``name`` in file order. KeyError for an unknown bundle."""
     if name not in BUNDLES:
         raise KeyError(name)
-    items = yaml.safe_load(_upstream("bundles", f"{name}.yaml"))
+    items = yaml.load(_upstream("bundles", f"{name}.yaml"), Loader=_LOADER)  # a safe loader
     return tuple(
         BundleEntry(
             name=item["name"],
@@ -58,43 +59,41 @@ def bundle(name: str) -> tuple[BundleEntry, ...]:
     )
 
 
-def _documents(text: str) -> list[dict[str, Any]]:
-    """YAML documents of a multi-document file, skipping ones that are Helm templates.
-
-    The flux-aio file carries ``{{ include ... }}`` lines in its Deployment part (rendered by cozyhr
-    upstream); the CRD documents have none, so a document that does not parse is not one we need.
-    """
-    docs: list[dict[str, Any]] = []
-    for chunk in text.split("\n---"):
-        if "{{" in chunk:
-            continue
-        doc = yaml.safe_load(chunk)
-        if isinstance(doc, dict):
-            docs.append(doc)
-    return docs
+# Where each CRD the simulator serves is read from (crds/SOURCES.txt names the upstream paths).
+_CRD_FILES = {
+    "helmreleases.helm.toolkit.fluxcd.io": ("v0.41.11", "EXTRACT_helmreleases.helm.toolkit.fluxcd.io.yaml"),
+    "helmrepositories.source.toolkit.fluxcd.io": ("v0.41.11", "flux-aio_templates_fluxcd.yaml"),
+    "ipaddresspools.metallb.io": ("v0.41.11", "EXTRACT_ipaddresspools.metallb.io.yaml"),
+    "l2advertisements.metallb.io": ("v0.41.11", "EXTRACT_l2advertisements.metallb.io.yaml"),
+    "packages.cozystack.io": ("v1.6.2", "cozystack.io_packages.yaml"),
+    "packagesources.cozystack.io": ("v1.6.2", "cozystack.io_packagesources.yaml"),
+    "linstorclusters.piraeus.io": ("piraeus", "linstorclusters.piraeus.io.yaml"),
+    "linstorsatellites.piraeus.io": ("piraeus", "linstorsatellites.piraeus.io.yaml"),
+    "linstorsatelliteconfigurations.piraeus.io": (
+        "piraeus",
+        "linstorsatelliteconfigurations.piraeus.io.yaml",
+    ),
+    "linstornodeconnections.piraeus.io": ("piraeus", "linstornodeconnections.piraeus.io.yaml"),
+    "kubevirts.kubevirt.io": ("kubevirt", "kubevirts.kubevirt.io.yaml"),
+    "cdis.cdi.kubevirt.io": ("kubevirt", "cdis.cdi.kubevirt.io.yaml"),
+}
 
 
 @functools.cache
-def _crd_index() -> dict[str, dict[str, Any]]:
-    files = [
-        ("v0.41.11", "flux-aio_templates_fluxcd.yaml"),
-        ("v0.41.11", "EXTRACT_ipaddresspools.metallb.io.yaml"),
-        ("v0.41.11", "EXTRACT_l2advertisements.metallb.io.yaml"),
-        ("v1.6.2", "cozystack.io_packages.yaml"),
-        ("v1.6.2", "cozystack.io_packagesources.yaml"),
-        ("piraeus", "linstorclusters.piraeus.io.yaml"),
-        ("piraeus", "linstorsatellites.piraeus.io.yaml"),
-        ("piraeus", "linstorsatelliteconfigurations.piraeus.io.yaml"),
-        ("piraeus", "linstornodeconnections.piraeus.io.yaml"),
-        ("kubevirt", "kubevirts.kubevirt.io.yaml"),
-        ("kubevirt", "cdis.cdi.kubevirt.io.yaml"),
-    ]
-    index: dict[str, dict[str, Any]] = {}
-    for folder, file in files:
-        for doc in _documents(_upstream("crds", folder, file)):
-            if doc.get("kind") == "CustomResourceDefinition":
-                index[doc["metadata"]["name"]] = doc
-    return index
+def _crd_spec(name: str) -> dict[str, Any]:
+    """The spec of upstream CRD ``name``, parsing only the YAML document that defines it.
+
+    The flux-aio file carries Helm template lines (``{{ include ... }}``) in its Deployment part,
+    rendered by cozyhr upstream; the CRD documents have none, and only the one named is parsed.
+    """
+    folder, file = _CRD_FILES[name]
+    for chunk in _upstream("crds", folder, file).split("\n---"):
+        if f"name: {name}" not in chunk or "kind: CustomResourceDefinition" not in chunk:
+            continue
+        doc = yaml.load(chunk, Loader=_LOADER)  # a safe loader (CSafeLoader or SafeLoader)
+        if isinstance(doc, dict) and (doc.get("metadata") or {}).get("name") == name:
+            return dict(doc["spec"])
+    raise KeyError(f"CRD {name} not found in crds/{folder}/{file}")
 
 
 def crd(name: str) -> dict[str, Any]:
@@ -102,12 +101,11 @@ def crd(name: str) -> dict[str, Any]:
 
     Returned as a fresh manifest carrying only apiVersion, kind, metadata.name and spec, ready to apply.
     """
-    doc = _crd_index()[name]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": name},
-        "spec": doc["spec"],
+        "spec": _crd_spec(name),
     }
 
 
