@@ -1,10 +1,10 @@
 """BMC fan-out benchmark: 100 IPMI + 100 Redfish emulated BMCs, 50 ms per round trip, as `up` drives them.
 
-One round for every node: power off -> boot PXE (next boot only) -> power on, each verified, run the
-way `up`'s node flow runs its BMC steps (provisioner/workflow/nodeflow.py ``_bmc``/``_with_controller``):
-each step is ``await asyncio.to_thread(...)`` under a global and a per-rack semaphore (`up`'s defaults,
-32 and 8), and connects, logs in, runs one controller operation with the default ``ControllerSettings``
-(verify-after-set, first read-back after 0.25 s at most) and logs out. ``--session per-node`` instead keeps
+One round for every node: power off -> boot PXE (next boot only) -> power on, each verified, run
+through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its thread pool, its
+RackLimiter with `up`'s defaults 32 and 8, its controller settings from the site's timeouts and its
+once-per-run credentials), one call per step as `up`'s node flow makes them: each connects, logs in,
+runs one verified operation and logs out. ``--session per-node`` instead keeps
 one controller (one IPMI session, one Redfish connection) for the node's three steps: what `up` would pay
 if it reused it, to size that change.
 
@@ -29,26 +29,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from provisioner.bmc import BootDevice, connect
+from provisioner.bmc import BMCController, BootDevice
 from provisioner.bmc import ipmi as _ipmi_driver  # noqa: F401
 from provisioner.bmc import redfish as _redfish_driver  # noqa: F401
-from provisioner.inventory.model import Node
+from provisioner.inventory import load_inventory
+from provisioner.inventory.model import Node, Site
 from provisioner.lab.bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishServiceSpec
 from provisioner.lab.faults import FaultSpec
 from provisioner.lab.machine import MachineSpec
+from provisioner.workflow.bmcgate import BMCGate
 
 PASSWORD = "bench-bmc-password"
 TARGET = 1.5
@@ -67,9 +67,9 @@ def machine(i: int) -> MachineSpec:
     )
 
 
-def node(fleet: BmcFleet, m: MachineSpec, i: int, rack_size: int) -> Node:
+def node_doc(fleet: BmcFleet, m: MachineSpec, i: int, rack_size: int) -> dict[str, Any]:
     ep = fleet.endpoints[m.name]
-    bmc = {
+    bmc: dict[str, Any] = {
         "protocol": ep.protocol,
         "address": ep.address,
         "port": ep.port,
@@ -80,70 +80,69 @@ def node(fleet: BmcFleet, m: MachineSpec, i: int, rack_size: int) -> Node:
         bmc["ca_file"] = str(fleet.ca_file)
     else:
         bmc["cipher_suite"] = 3  # what the emulator (pyghmi's server) offers; the lab inventory says so too
-    return Node.model_validate(
-        {
-            "name": m.name,
-            "rack": f"rack{i // rack_size}",
-            "role": "worker",
-            "bmc": bmc,
-            "boot": {"mode": "uefi", "mac": m.macs[0]},
-            "uuid": m.uuid,
-            "ip": f"10.1.{i // 250}.{i % 250 + 1}",
-        }
-    )
+    return {
+        "name": m.name,
+        "rack": f"rack{i // rack_size:03d}",
+        "role": "controlplane" if i == 0 else "worker",
+        "bmc": bmc,
+        "boot": {"mode": "uefi", "mac": m.macs[0]},
+        "uuid": m.uuid,
+        "ip": f"10.1.{i // 250}.{i % 250 + 1}",
+        "data_disks": ["/dev/sdb"],
+    }
 
 
-class Slots:
-    """`up`'s BMC limits: at most ``total`` steps at once, at most ``per_rack`` per rack."""
+def load_site(workdir: Path, nodes: list[dict[str, Any]]) -> Site:
+    """The site `up` would load: its BMC gate takes timeouts and credentials from it."""
+    doc = {
+        "cluster": {"name": "benchbmc", "bundle": "distro-full"},
+        "networks": {
+            "management": {"subnet": "10.1.0.0/16", "gateway": "10.1.255.254"},
+            "netboot": {"server": "10.1.255.254"},
+        },
+        "racks": sorted(({"name": n["rack"]} for n in nodes), key=lambda r: r["name"]),
+        "nodes": nodes,
+    }
+    doc["racks"] = [dict(t) for t in dict.fromkeys(tuple(r.items()) for r in doc["racks"])]
+    path = workdir / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_inventory(path).site
 
-    def __init__(self, total: int, per_rack: int) -> None:
-        self.total = asyncio.Semaphore(total)
-        self.racks: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_rack))
 
-    @contextlib.asynccontextmanager
-    async def __call__(self, node: Node) -> AsyncIterator[None]:
-        async with self.racks[node.rack], self.total:
-            yield
+def run_round(site: Site, concurrency: int, per_rack: int, session: str) -> dict[str, str | None]:
+    """Every node through off -> PXE once -> on via `up`'s BMC gate; node -> error text or None."""
 
+    def off(c: BMCController) -> None:
+        c.power_off(soft=False)
 
-def run_round(
-    nodes: list[Node], secrets: Path, concurrency: int, per_rack: int, session: str, threads: int
-) -> dict[str, str | None]:
-    """Every node through off -> PXE once -> on; node -> error text or None."""
+    def pxe(c: BMCController) -> None:
+        c.set_boot_device(BootDevice.PXE, persistent=False)
 
-    def step(n: Node, fn: Callable[[Any], None]) -> None:
-        with connect(n, secrets) as ctl:
-            fn(ctl)
+    def on(c: BMCController) -> None:
+        c.power_on()
 
-    def whole(n: Node) -> None:
-        with connect(n, secrets) as ctl:
-            ctl.power_off(soft=False)
-            ctl.set_boot_device(BootDevice.PXE, persistent=False)
-            ctl.power_on()
+    def whole(c: BMCController) -> None:
+        off(c)
+        pxe(c)
+        on(c)
+
+    steps = (whole,) if session == "per-node" else (off, pxe, on)
 
     async def fan_out() -> dict[str, str | None]:
-        if threads > 0:
-            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
-        slots = Slots(concurrency, per_rack)
+        gate = BMCGate(site, concurrency, per_rack)
 
         async def one(n: Node) -> tuple[str, str | None]:
             try:
-                if session == "per-node":
-                    async with slots(n):
-                        await asyncio.to_thread(whole, n)
-                else:
-                    for fn in (
-                        lambda c: c.power_off(soft=False),
-                        lambda c: c.set_boot_device(BootDevice.PXE, persistent=False),
-                        lambda c: c.power_on(),
-                    ):
-                        async with slots(n):
-                            await asyncio.to_thread(step, n, fn)
+                for step in steps:
+                    await gate.call(n, step)
             except Exception as exc:
                 return n.name, f"{type(exc).__name__}: {exc}"
             return n.name, None
 
-        return dict(await asyncio.gather(*(one(n) for n in nodes)))
+        try:
+            return dict(await asyncio.gather(*(one(n) for n in site.nodes)))
+        finally:
+            gate.close()
 
     return asyncio.run(fan_out())
 
@@ -157,12 +156,6 @@ def main() -> int:
     ap.add_argument("--per-rack", type=int, default=8, help="`up --per-rack` (default 8)")
     ap.add_argument("--rack-size", type=int, default=8)
     ap.add_argument("--session", choices=("per-step", "per-node"), default="per-step")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="threads for the BMC steps (default 0: asyncio's default executor, as `up` has)",
-    )
     ap.add_argument("--runs", type=int, default=3, help="rounds; the median ratio is judged")
     ap.add_argument(
         "--emulator-processes",
@@ -173,10 +166,9 @@ def main() -> int:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-bmc-") as tmp:
-        secrets = Path(tmp) / "secrets"
-        secrets.mkdir()
-        (secrets / "bmc-password").write_text(PASSWORD)
-        os.chmod(secrets / "bmc-password", 0o600)
+        secrets = Path(tmp) / "bmc-password"  # beside the generated site.yaml
+        secrets.write_text(PASSWORD)
+        os.chmod(secrets, 0o600)
         total = args.ipmi + args.redfish
         machines = [machine(i) for i in range(total)]
         spec = FleetSpec(
@@ -190,7 +182,6 @@ def main() -> int:
         racks = -(-total // args.rack_size)
         limit = min(args.concurrency, args.per_rack * racks)
         ideal = (args.ipmi * IPMI_MINIMUM + args.redfish * REDFISH_MINIMUM) * args.latency / limit
-        threads = args.threads or min(32, (os.cpu_count() or 1) + 4)
         ratios: list[float] = []
         problems: list[str] = []
         with BmcFleet(spec) as fleet:
@@ -199,15 +190,15 @@ def main() -> int:
                 m for pair in zip(machines[: args.ipmi], machines[args.ipmi :], strict=False) for m in pair
             ]
             order += machines[min(args.ipmi, args.redfish) * 2 :]
-            nodes = [node(fleet, m, i, args.rack_size) for i, m in enumerate(order)]
+            site = load_site(Path(tmp), [node_doc(fleet, m, i, args.rack_size) for i, m in enumerate(order)])
+            nodes = site.nodes
             print(
                 f"BMCs:             {args.ipmi} IPMI + {args.redfish} Redfish (emulated, loopback), "
                 f"latency {args.latency * 1000:.0f} ms per round trip"
             )
             print(
                 f"concurrency:      {args.concurrency} global, {args.per_rack} per rack, {args.rack_size} "
-                f"nodes per rack; {threads} threads run the steps"
-                + (" (asyncio default executor: min(32, cores + 4), as in `up`)" if not args.threads else "")
+                "nodes per rack, through `up`'s BMC gate"
             )
             print(f"round:            off -> PXE once -> on, verified; session {args.session}")
             print(
@@ -219,9 +210,7 @@ def main() -> int:
                 emu_cpu = fleet.cpu_seconds()
                 client_cpu = time.process_time()
                 start = time.monotonic()
-                errors = run_round(
-                    nodes, secrets, args.concurrency, args.per_rack, args.session, args.threads
-                )
+                errors = run_round(site, args.concurrency, args.per_rack, args.session)
                 wall = time.monotonic() - start
                 client_cpu = time.process_time() - client_cpu
                 emu_cpu = fleet.cpu_seconds() - emu_cpu
