@@ -37,6 +37,7 @@ test-quick: setup
 up: setup
 	$(PROVISIONER) -i $(LAB_INVENTORY) lab up
 	$(PROVISIONER) -i $(LAB_INVENTORY) lab exec -- $(abspath $(PROVISIONER)) -i $(LAB_INVENTORY) up
+	$(PROVISIONER) -i $(LAB_INVENTORY) lab exec -- $(abspath $(PY)) -m provisioner.lab.kube wait-nodes --kubeconfig state/lab/kubeconfig --count 4
 
 lint: setup
 	$(VENV)/bin/ruff check provisioner tests benchmarks
@@ -145,7 +146,6 @@ bench-kube: setup
 .PHONY: test-cozysim
 test-cozysim: setup
 	$(VENV)/bin/pytest tests/cozysim -p no:cacheprovider $(PYTEST_ARGS)
-	$(VENV)/bin/pytest tests/cozysim -p no:cacheprovider $(PYTEST_ARGS)
 
 # Cozystack platform stage (provisioner/cozystack/): unit, schema and API stand-in tests; the benchmark
 # installs paas-full against the host stand-in + simulator (requests per object, zero-write rerun).
@@ -155,3 +155,12 @@ test-platform: setup
 
 bench-platform: setup
 	$(PY) benchmarks/bench_platform.py
+
+# --- simulated fleet (provisioner/lab/fleet/): `up` against many simulated machines, no VMs (needs root) ---
+.PHONY: test-fleet bench-scale
+test-fleet: setup
+	$(VENV)/bin/pytest tests/fleet -p no:cacheprovider $(PYTEST_ARGS)
+
+# The orchestrator's figures at 100, 300 and 1,000 simulated nodes; exits 1 on a missed target.
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py

@@ -147,6 +147,11 @@ def poll_cost(events_path: Path, samples: int = 200) -> float:
     return (time.perf_counter() - t0) * 1000 / samples
 
 
+def _say(what: str) -> None:
+    """Progress on stderr, with a timestamp: where a slow fleet run spends its time."""
+    print(f"{time.strftime('%H:%M:%S')} fleet: {what}", file=sys.stderr, flush=True)
+
+
 def run(
     plan: FleetPlan,
     up_args: tuple[str, ...] = (),
@@ -172,7 +177,9 @@ def run(
         machine_factory=FleetMachineFactory(plan),
         processes=emulator_processes,
     )
+    _say(f"starting {plan.nodes} simulated machines and their BMCs")
     with BmcFleet(spec, start_timeout=300) as fleet:
+        _say("BMCs up; writing the inventory")
         endpoints = {n: (e.protocol, e.address, e.port) for n, e in fleet.endpoints.items()}
         plan.write_inventory(endpoints, fleet.ca_file)
         write_assets(plan)
@@ -186,6 +193,7 @@ def run(
         formed: dict[str, float] = {}
         events_path = plan.state_dir / "events.jsonl"
         log_file = open(plan.workdir / "up.log", "w")  # noqa: SIM115 - handed to the child
+        _say("running `provisioner up`")
         started = time.time()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         log_file.close()
@@ -205,10 +213,13 @@ def run(
         watcher.join()
         if "stopped" in formed:  # stopped at the first Kubernetes stage: the run ended there
             wall = formed["stopped"]
+        _say(f"`up` ended (exit {proc.returncode}) after {wall:.1f} s; reading the fleet's counts")
         after = fleet.stats_by_protocol()
         states = fleet.states()
+        _say("stopping the fleet")
     from ...state import Phase, StateStore
 
+    _say("fleet stopped")
     store = StateStore(plan.state_dir)
     records = [store.node(plan.name(i)) for i in range(plan.nodes)]
     counts = read_counts(list(states.values()))

@@ -1,0 +1,95 @@
+"""50 simulated machines through the real `provisioner up` (``provisioner.lab.fleet``, no VMs).
+
+One run, several checks: every node installed and ready, etcd bootstrapped exactly once, and what
+each node was asked within the protocol minimum + 20% (``provisioner.lab.fleet.minimums``).
+BMC round trips are held to the per-step minimum (a fresh session per BMC step, which is how `up`
+drives BMCs today); the stricter per-node minimum is what ``make bench-scale`` reports against.
+Needs root (the fleet runs in its own network namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.lab.fleet import minimums
+
+REPO = Path(__file__).resolve().parents[2]
+NODES = 50
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir = tmp_path_factory.mktemp("fleet")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provisioner.lab.fleet",
+            "up",
+            "--nodes",
+            str(NODES),
+            "--json",
+            "--workdir",
+            str(workdir),
+            "--timeout",
+            "400",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=480,
+    )
+    assert proc.stdout.strip(), f"no result (exit {proc.returncode}): {proc.stderr[-3000:]}"
+    out: dict[str, Any] = json.loads(proc.stdout)
+    out["_exit"] = proc.returncode
+    out["_uplog"] = (workdir / "up.log").read_text()[-3000:]
+    return out
+
+
+def test_every_node_installed_and_the_cluster_formed(result: dict[str, Any]) -> None:
+    assert result["ok"], result["_uplog"]
+    assert result["_exit"] == 0
+    assert result["installed"] == NODES
+    assert result["ready"] == NODES
+    assert result["formed_s"] is not None
+    assert all(counts.get("talos.Version", 0) >= 1 for counts in result["per_node"].values())
+
+
+def test_bootstrap_exactly_once(result: dict[str, Any]) -> None:
+    assert result["bootstraps"] == ["cp1"]
+    assert result["talos_calls"]["Bootstrap"] == 1
+
+
+def test_http_requests_per_node_within_protocol_minimum(result: dict[str, Any]) -> None:
+    bound = minimums.HTTP_PER_NODE * minimums.SLACK
+    for node, counts in result["per_node"].items():
+        assert minimums.HTTP_PER_NODE <= counts["http"] <= bound, node
+
+
+def test_talos_api_calls_within_protocol_minimum(result: dict[str, Any]) -> None:
+    # Per node on average: a probe whose answer arrives after the client's deadline on a loaded
+    # machine is asked again, so one node may see two; the run as a whole must stay within 20%.
+    versions = [counts["talos.Version"] for counts in result["per_node"].values()]
+    assert min(versions) >= minimums.TALOS_PER_NODE
+    assert sum(versions) / len(versions) <= minimums.TALOS_PER_NODE * minimums.SLACK
+    cluster = sum(v for k, v in result["talos_calls"].items() if k != "Version")
+    assert cluster <= minimums.TALOS_CLUSTER * minimums.SLACK
+
+
+def test_bmc_round_trips_within_per_step_minimum(result: dict[str, Any]) -> None:
+    floor = minimums.bmc_per_step()
+    assert result["ipmi_nodes"] > 0 and result["redfish_nodes"] > 0
+    assert floor.ipmi <= result["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
+    # Redfish: `up`'s driver (sushy) rediscovers the system on each step's new connection (GET the
+    # Systems collection and the system: 2 requests per step beyond the protocol minimum). Held to
+    # that here so it cannot grow unnoticed; bench-scale prints the excess against the minimum.
+    rediscovery = minimums.BMC_OPERATIONS * minimums.REDFISH_REDISCOVERY
+    assert floor.redfish <= result["bmc_redfish_per_node"] <= (floor.redfish + rediscovery) * minimums.SLACK
