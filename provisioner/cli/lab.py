@@ -209,3 +209,39 @@ def lab_kube_down(lab_dir: Path | None) -> None:
 
     result = down(_kube_root(lab_dir))
     emit(result, lambda r: f"kube stand-in down ({', '.join(r['stopped']) or 'nothing was running'})")
+
+
+# --- lab fleet: simulated machines for `up` at scale (provisioner/lab/fleet/) -------------------------
+
+
+@lab.group("fleet")
+def lab_fleet() -> None:
+    """Simulated machines (no VMs) on loopback addresses, for running the real `up` at scale."""
+
+
+@lab_fleet.command("up")
+@click.option("--nodes", type=click.IntRange(3, 62500), required=True, help="Simulated machines (>= 3).")
+@click.option("--workdir", type=click.Path(path_type=Path), help="Keep inventory, state and logs here.")
+@click.option("--bmc-latency", type=SECONDS_OR_ZERO, default=0.0, help="Seconds per BMC round trip.")
+@click.option("--boot-delay", type=SECONDS_OR_ZERO, default=0.0, help="Power-on -> netboot request.")
+@click.option("--install-delay", type=SECONDS_OR_ZERO, default=0.0, help="Config fetched -> installed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+def lab_fleet_up(
+    nodes: int,
+    workdir: Path | None,
+    bmc_latency: float,
+    boot_delay: float,
+    install_delay: float,
+    as_json: bool,
+) -> int:
+    """Start a simulated fleet in its own network namespace, run `provisioner up` on it, print the
+    `up` process's figures (needs root)."""
+    from ..lab.fleet.__main__ import main as fleet_main
+
+    argv = ["up", "--nodes", str(nodes), "--bmc-latency", str(bmc_latency), "--boot-delay", str(boot_delay)]
+    argv += ["--install-delay", str(install_delay)]
+    if workdir is not None:
+        argv += ["--workdir", str(workdir)]
+    if as_json:
+        argv.append("--json")
+    return fleet_main(argv)
