@@ -27,6 +27,14 @@ IPXE_TYPE = "text/plain; charset=utf-8"
 YAML_TYPE = "application/yaml"
 
 
+def _node_ip(node: Node) -> str:
+    return str(node.ip)
+
+
+def _node_uuid(node: Node) -> str | None:
+    return node.uuid
+
+
 class NetbootRoutes:
     """The request handler; ``update`` swaps in a reloaded site atomically."""
 
@@ -129,7 +137,7 @@ class NetbootRoutes:
             )
             return Reply.text(403, "forbidden: config delivery is apply\n")
         node, denied = config_requester(
-            self.by_uuid, self.by_ip, uuid, req.client_ip, lambda n: str(n.ip), lambda n: n.uuid
+            self.by_uuid, self.by_ip, uuid, req.client_ip, _node_ip, _node_uuid
         )
         if denied is not None or node is None:
             name = node.name if node is not None else None

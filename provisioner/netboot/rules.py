@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 N = TypeVar("N")
 _HEX12 = re.compile(r"^[0-9a-f]{12}$")
@@ -44,7 +44,7 @@ def normalise_uuid(value: str) -> str | None:
 
 
 def identify(
-    by_mac: Mapping[str, N], by_uuid: Mapping[str, N], mac: str | None, uuid: str | None
+    by_mac: Mapping[Any, N], by_uuid: Mapping[Any, N], mac: str | None, uuid: str | None
 ) -> N | None:
     """The machine asking for its iPXE script: by boot MAC first, then by SMBIOS UUID."""
     if mac and mac in by_mac:
@@ -55,12 +55,12 @@ def identify(
 
 
 def config_requester(
-    by_uuid: Mapping[str, N],
-    by_ip: Mapping[str, N],
+    by_uuid: Mapping[Any, N],
+    by_ip: Mapping[Any, N],
     uuid: str | None,
     client_ip: str,
-    ip_of: Callable[[N], str],
-    uuid_of: Callable[[N], str | None],
+    ip_of: Callable[[Any], str],
+    uuid_of: Callable[[Any], str | None],
 ) -> tuple[N | None, str | None]:
     """Whose config a ``/config`` request may get: ``(node, None)``, or ``(node or None, reason)``
     when it is denied (the reasons above; the node, when known, is named in the event)."""

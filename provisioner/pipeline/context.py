@@ -96,6 +96,6 @@ class RunContext:
         layout = StateLayout(site.state_dir)
         store = StateStore(site.state_dir)
         if "kubeconfig" not in fields:
-            hosted = site.cluster.bundle_spec.hosted and site.hosted is not None
-            fields["kubeconfig"] = site.base_dir / site.hosted.kubeconfig if hosted else layout.kubeconfig
+            hosted = site.hosted if site.cluster.bundle_spec.hosted else None
+            fields["kubeconfig"] = site.base_dir / hosted.kubeconfig if hosted else layout.kubeconfig
         return cls(site, layout, store, EventLog(layout.events), progress, **fields)

@@ -116,11 +116,12 @@ class Progress:
             self.stream.write(json.dumps(record, default=str) + "\n")
             self.stream.flush()
         elif self.mode == "lines":
-            if "stage" in record:
-                who, what = "stage", f"{record['stage']} {record['status']}"
-            else:
-                who = record.get("node") or "cluster"
-                what = record.get("phase") or record.get("cluster")
+            who: str = "stage" if "stage" in record else record.get("node") or "cluster"
+            what = (
+                f"{record['stage']} {record['status']}"
+                if "stage" in record
+                else record.get("phase") or record.get("cluster")
+            )
             mark = "" if record["outcome"] == "ok" else f" [{record['outcome']}]"
             detail = f": {record['detail']}" if record.get("detail") else ""
             self.stream.write(f"{time.strftime('%H:%M:%S')} {who:<14} {what}{mark}{detail}\n")
