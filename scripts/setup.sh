@@ -22,6 +22,7 @@ APT_PACKAGES=(
   dosfstools fdisk e2fsprogs  # stand-in install: partition and format the install disk
   isc-dhcp-client       # dhclient: an independent DHCP client for the netboot tests
   openssh-server        # sshd for rack boot-server tests
+  ovmf                  # UEFI firmware (OVMF) for the two-rack lab's UEFI nodes
   chromium chromium-driver  # report tests: open the HTML report in headless Chromium
   curl
 )

@@ -8,6 +8,10 @@ QEMU VMs. State (pids, endpoints) goes to the lab directory (``.lab/`` by defaul
 the generated BMC password (0600) and the Redfish CA the inventory references.
 ``down`` kills every process in the namespace, deletes it (bridge and taps go with it)
 and removes the disks, so nothing is left even after a crashed ``up``.
+
+A rack with a ``boot_server`` becomes a routed segment of its own (``segments.py``: a router
+namespace, the site's DHCP server there, a boot-server namespace running sshd); its VMs'
+taps sit on that segment and their QEMU runs in the router namespace.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ..bmc import registry as bmc_registry
 from ..errors import InputError, OperationError
 from ..fsutil import atomic_write, private_dir, write_once
 from ..inventory.model import Node, Site
-from . import netns
+from . import netns, segments
 from .qemu import Disk, QemuSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,8 @@ class NodePlan:
     protocol: str
     port: int
     vm: QemuSpec
+    uefi: bool = False  # the BMC's initial EFI boot flag (the node's boot.mode)
+    segment: str | None = None  # the routed rack the VM's tap sits on
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class LabPlan:
     bmc_address: str
     username: str
     nodes: tuple[NodePlan, ...]
+    segments: tuple[segments.SegmentPlan, ...] = ()
 
 
 def _disk_index(path: str, where: str) -> int:
@@ -143,6 +150,7 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
     ports: dict[int, str] = {}
     nodes = []
     vms = paths.vms.resolve()
+    routed = {seg.rack: seg for seg in segments.plan_segments(site)}
     for i, n in enumerate(site.nodes):
         where = f"{src}: nodes[{i}] ({n.name})"
         if n.bmc is None:
@@ -165,9 +173,10 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
             )
         usernames.add(n.bmc.username)
         vmdir = vms / n.name
+        seg = routed.get(n.rack)
         vm = QemuSpec(
             name=n.name,
-            namespace=netns.namespace_name(site.cluster.name),
+            namespace=seg.router_ns if seg else netns.namespace_name(site.cluster.name),
             tap=netns.ifname("t", n.name),
             mac=n.boot.mac,
             uuid=n.uuid or _uuid_for(n.name),
@@ -175,7 +184,8 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
             workdir=str(vmdir),
             disks=_vm_disks(n, vmdir, where),
         )
-        nodes.append(NodePlan(n.name, emulator, port, vm))
+        uefi = n.boot.mode.value == "uefi"
+        nodes.append(NodePlan(n.name, emulator, port, vm, uefi, seg.rack if seg else None))
     if len(usernames) != 1:
         raise InputError(
             f"{src}: nodes[*].bmc.username: the lab's BMCs share one user; found {sorted(usernames)}"
@@ -186,6 +196,7 @@ def plan(site: Site, paths: LabPaths) -> LabPlan:
         bmc_address=gateway,
         username=usernames.pop(),
         nodes=tuple(nodes),
+        segments=tuple(routed.values()),
     )
 
 
@@ -257,10 +268,15 @@ def up(
     net = netns.LabNetwork(
         lp.namespace, BRIDGE, lp.address, site.networks.management.mtu if site.networks else 1500
     )
+    routed = {seg.rack: seg for seg in lp.segments}
     try:
         net.create()
+        segments.up(site, lp.segments, lp.namespace, BRIDGE, paths.root)
         for n in lp.nodes:
-            net.add_tap(n.vm.tap)
+            if n.segment is not None:
+                segments.add_tap(routed[n.segment], n.vm.tap, net.mtu)
+            else:
+                net.add_tap(n.vm.tap)
             private_dir(n.vm.dir)
             n.vm.save()
         config = {
@@ -269,7 +285,9 @@ def up(
             "username": lp.username,
             "vms": str(paths.vms),
             "workdir": str(paths.bmc_workdir),
-            "nodes": [{"name": n.node, "protocol": n.protocol, "port": n.port} for n in lp.nodes],
+            "nodes": [
+                {"name": n.node, "protocol": n.protocol, "port": n.port, "uefi": n.uefi} for n in lp.nodes
+            ],
             "faults": faults or {},
         }
         atomic_write(paths.root / "daemon.json", json.dumps(config, indent=1))
@@ -306,7 +324,20 @@ def up(
             "daemon_pid": daemon.pid,
             "image": str(image.directory),
             "endpoints": ready["endpoints"],
-            "nodes": {n.node: {"tap": n.vm.tap, "mac": n.vm.mac, "dir": n.vm.workdir} for n in lp.nodes},
+            "nodes": {
+                n.node: {"tap": n.vm.tap, "mac": n.vm.mac, "dir": n.vm.workdir, "segment": n.segment}
+                for n in lp.nodes
+            },
+            "segments": {
+                seg.rack: {
+                    "router_namespace": seg.router_ns,
+                    "boot_namespace": seg.boot_ns,
+                    "boot_server": f"{seg.boot_address}:{seg.boot_port}",
+                    "block": seg.block,
+                    "router": seg.uplink_address,
+                }
+                for seg in lp.segments
+            },
             "started": time.time(),
             "up_seconds": round(time.monotonic() - started, 1),
         }
@@ -349,12 +380,13 @@ def down_namespace(namespace: str, paths: LabPaths) -> dict[str, Any]:
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
     killed = netns.kill_all(namespace) if netns.exists(namespace) else []
+    removed = segments.down(namespace)
     netns.destroy(namespace)
     for d in (paths.vms, paths.bmc_workdir):
         shutil.rmtree(d, ignore_errors=True)
     for f in (paths.state, paths.ready, paths.root / "daemon.json"):
         f.unlink(missing_ok=True)
-    return {"namespace": namespace, "killed": sorted(killed), "removed": True}
+    return {"namespace": namespace, "killed": sorted(killed), "segments": removed, "removed": True}
 
 
 def down(site: Site | None, lab_dir: Path | None = None) -> dict[str, Any]:
@@ -420,7 +452,7 @@ def serve(root: Path) -> int:
             macs=(vm.mac,),
             vendor="Provisioner Lab",
             model="QEMU stand-in node",
-            boot=BootSetting(device="disk", persistent=True, uefi=False),
+            boot=BootSetting(device="disk", persistent=True, uefi=bool(n.get("uefi", False))),
         )
     ipmi = tuple(IpmiBmcSpec(specs[n["name"]], n["port"]) for n in config["nodes"] if n["protocol"] == "ipmi")
     by_port: dict[int, list[MachineSpec]] = {}

@@ -6,6 +6,10 @@ or presses the ACPI power button over QMP (soft). QEMU runs with ``-no-reboot``:
 guest reboots, the process exits and a watcher starts it again with the boot device the
 BMC holds *now*, so a persistent change made while the VM runs takes effect at the next
 reboot, exactly as on a real server, and a one-time override is consumed by one boot.
+
+The BMC's EFI boot flag chooses the firmware of each start: legacy BIOS (QEMU's SeaBIOS,
+``-boot`` order) or UEFI (OVMF from Debian's ``ovmf``, a private copy of its variable store
+per VM, boot order by ``bootindex``), so a BMC that sets the flag wrongly really breaks the boot.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +34,8 @@ from .netns import exec_argv
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian package ovmf
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")  # template; each VM writes its own copy
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class QemuSpec:
     def pid_file(self) -> Path:
         return self.dir / "qemu.pid"
 
+    @property
+    def uefi_vars(self) -> Path:
+        """The VM's own UEFI variable store (boot entries survive its reboots, like NVRAM)."""
+        return self.dir / "OVMF_VARS.fd"
+
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "vm.json").write_text(json.dumps(asdict(self), indent=1))
@@ -108,8 +120,39 @@ def boot_order(setting: BootSetting) -> str:
     return "order=cn"
 
 
+def ensure_uefi_vars(spec: QemuSpec) -> None:
+    """Copy OVMF's variable-store template for this VM once (its NVRAM)."""
+    if not OVMF_CODE.is_file() or not OVMF_VARS.is_file():
+        raise RuntimeError(f"{OVMF_CODE} or {OVMF_VARS} is missing: install Debian's ovmf (scripts/setup.sh)")
+    if not spec.uefi_vars.exists():
+        tmp = spec.uefi_vars.with_suffix(".tmp")
+        shutil.copyfile(OVMF_VARS, tmp)
+        os.replace(tmp, spec.uefi_vars)
+
+
+def firmware_argv(spec: QemuSpec, setting: BootSetting) -> tuple[list[str], str | None, str | None]:
+    """Firmware options plus the NIC's and the first disk's ``bootindex`` (UEFI only).
+
+    SeaBIOS follows ``-boot``; OVMF follows the ``bootindex`` order QEMU hands it, and falls
+    through to the next entry when one fails (a blank disk, or iPXE's ``exit``), as the BIOS
+    order does."""
+    if not setting.uefi:
+        return ["-boot", boot_order(setting)], None, None
+    argv = [
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,file={spec.uefi_vars}",
+    ]
+    if setting.device == "pxe":
+        return argv, "1", "2"
+    return argv, "2", "1"
+
+
 def qemu_argv(spec: QemuSpec, setting: BootSetting) -> list[str]:
     """The QEMU command line for one start of the VM."""
+    firmware, net_index, disk_index = firmware_argv(spec, setting)
+    nic = f"{spec.nic_model},netdev=net0,mac={spec.mac}" + (f",bootindex={net_index}" if net_index else "")
     argv = [
         QEMU,
         "-accel",
@@ -135,7 +178,7 @@ def qemu_argv(spec: QemuSpec, setting: BootSetting) -> list[str]:
         "-netdev",
         f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
         "-device",
-        f"{spec.nic_model},netdev=net0,mac={spec.mac}",
+        nic,
         "-device",
         "virtio-rng-pci",
         "-chardev",
@@ -146,15 +189,15 @@ def qemu_argv(spec: QemuSpec, setting: BootSetting) -> list[str]:
         f"unix:{spec.qmp_socket},server=on,wait=off",
         "-qmp",
         f"unix:{spec.events_socket},server=on,wait=off",
-        "-boot",
-        boot_order(setting),
+        *firmware,
     ]
     for i, d in enumerate(spec.disks):
+        index = f",bootindex={disk_index}" if disk_index and i == 0 else ""
         argv += [
             "-drive",
             f"file={d.path},if=none,id=disk{i},format=qcow2,cache=unsafe,discard=unmap",
             "-device",
-            f"virtio-blk-pci,drive=disk{i},serial={spec.serial}-{i}",
+            f"virtio-blk-pci,drive=disk{i},serial={spec.serial}-{i}{index}",
         ]
     return argv
 
@@ -283,13 +326,16 @@ class QemuMachine:
     # -- process handling -------------------------------------------------------------
     def _start(self) -> None:
         setting = self.boot.take_for_boot()
+        if setting.uefi:
+            ensure_uefi_vars(self.spec)
         for sock in (self.spec.qmp_socket, self.spec.events_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
         argv = exec_argv(self.spec.namespace, qemu_argv(self.spec, setting))
         with open(self.spec.console_log, "ab") as fh:
             fh.write(
-                f"\n=== pvlab: power on {time.strftime('%H:%M:%S')} boot {boot_order(setting)} ===\n".encode()
+                f"\n=== pvlab: power on {time.strftime('%H:%M:%S')} boot {boot_order(setting)} "
+                f"{'uefi' if setting.uefi else 'bios'} ===\n".encode()
             )
         stderr = open(self.spec.dir / "qemu.stderr", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
@@ -298,7 +344,14 @@ class QemuMachine:
         stderr.close()
         self._proc = proc
         self.spec.pid_file.write_text(f"{proc.pid}\n")
-        self.boots.append({"device": setting.device, "persistent": setting.persistent, "time": time.time()})
+        self.boots.append(
+            {
+                "device": setting.device,
+                "persistent": setting.persistent,
+                "uefi": setting.uefi,
+                "time": time.time(),
+            }
+        )
         self._write_status()
         threading.Thread(
             target=self._watch, args=(proc,), name=f"qemu-watch-{self.name}", daemon=True
