@@ -151,10 +151,10 @@ def is_ready(obj: dict[str, Any] | None) -> bool:
 
 
 @contextmanager
-def lab_cluster(*, delay: float = 0.05, faults: str | None = None) -> Iterator[Lab]:
-    with host.running(simulator=True, delay=delay, faults=faults) as running:
+def lab_cluster(*, delay: float = 0.05, faults: str | None = None, simulator: bool = True) -> Iterator[Lab]:
+    with host.running(simulator=simulator, delay=delay, faults=faults) as running:
         client = Client(config=KubeConfig.from_file(str(running.kubeconfig)), field_manager="test")
         try:
-            yield Lab(client, running.root, running.pids["cozysim"])
+            yield Lab(client, running.root, running.pids.get("cozysim", 0))
         finally:
             client.close()

@@ -65,6 +65,49 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(tmp_path) -> None:
             assert "standby holds the lease" in (tmp_path / "standby.log").read_text()
 
 
+def _simulator(lab: Lab, identity: str, log_path) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "provisioner.lab.kube.cozysim",
+                "--kubeconfig", str(lab.root / "kubeconfig"), "--identity", identity,
+                "--delay", "0.02", "--lease-duration", "3",
+            ],
+            stdout=log,
+            stderr=log,
+        )  # fmt: skip
+
+
+def test_a_dead_leader_is_replaced_once_its_lease_expires(tmp_path) -> None:
+    with lab_cluster(simulator=False) as lab:
+        procs = {name: _simulator(lab, name, tmp_path / f"{name}.log") for name in ("cp1", "cp2")}
+        try:
+            lab.install_v0({"bundle-name": "distro-hosted"})
+            wait_for("distro-hosted installed", lambda: _all_ready(lab, 7), lab)
+            holder = _lease(lab)["spec"]["holderIdentity"]
+            procs[holder].kill()  # the leader's control plane dies: no release, the lease must expire
+            procs[holder].wait(timeout=30)
+            other = "cp2" if holder == "cp1" else "cp1"
+            wait_for(
+                "the survivor to take the expired lease",
+                lambda: _lease(lab)["spec"]["holderIdentity"] == other,
+                lab,
+                30,
+            )
+            lab.merge(kinds.CONFIGMAP, "cozystack", {"data": {"bundle-enable": "velero"}}, "cozy-system")
+            wait_for(
+                "the survivor to install velero",
+                lambda: is_ready(lab.get(kinds.HELMRELEASE, "velero", "cozy-velero")),
+                lab,
+            )
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=30)
+        assert f"{other} holds the lease" in (tmp_path / f"{other}.log").read_text()
+
+
 def test_converges_through_api_500s_resets_and_stalled_watches() -> None:
     with lab_cluster(delay=0.02, faults="seed=7,api500=0.05,reset=0.03,stall-watch=0.1") as lab:
         lab.install_v0({"bundle-name": "distro-hosted"})

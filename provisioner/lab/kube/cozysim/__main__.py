@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", default="", help="fault spec (stuck=<release>;..., fail=<release>;...)")
     parser.add_argument("--identity", default="", help="lease holder identity (default: host-pid)")
     parser.add_argument("--resync", type=float, default=5.0, help="seconds between full passes")
+    parser.add_argument(
+        "--lease-duration", type=int, default=15, help="seconds before a silent leader's Lease may be taken"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     return parser
 
@@ -48,6 +51,8 @@ def _load(args: argparse.Namespace) -> tuple[KubeConfig, KubeFaults]:
         raise UsageError(f"--delay: {args.delay} must not be negative")
     if args.resync <= 0:
         raise UsageError(f"--resync: {args.resync} must be positive")
+    if args.lease_duration < 2:
+        raise UsageError(f"--lease-duration: {args.lease_duration} must be at least 2 seconds")
     try:
         faults = parse_faults(args.faults)
     except FaultSpecError as exc:
@@ -75,7 +80,14 @@ async def _main(config: KubeConfig, faults: KubeFaults, args: argparse.Namespace
         loop.add_signal_handler(sig, stop.set)
     identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
     client = AsyncClient(config=config, field_manager="cozystack-simulator")
-    sim = Simulator(client, identity=identity, delay=args.delay, faults=faults, resync=args.resync)
+    sim = Simulator(
+        client,
+        identity=identity,
+        delay=args.delay,
+        faults=faults,
+        resync=args.resync,
+        lease_duration=args.lease_duration,
+    )
     logging.getLogger("cozysim").info(
         "starting as %s (delay %.2fs, faults %s)", identity, args.delay, faults.to_text()
     )
