@@ -333,6 +333,10 @@ class BootServer(Model):
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     key: str | None = None  # private key file for SSH
+    # DHCP on the rack's segment: ``reservations`` (the boot server hands out the nodes'
+    # addresses) or ``proxy`` (the segment has its own DHCP server; the boot server adds only
+    # the boot options). Default: the site's ``networks.management.dhcp.mode``.
+    dhcp: DHCPMode | None = None
 
 
 class Rack(Model):

@@ -106,13 +106,19 @@ def _lease_hook(root: str, python: str) -> str:
     )
 
 
-def rack_site(site: Site, server: str, http_port: int, interface: str | None) -> Site:
-    """The site as seen from the boot server: its address and port, its interface."""
+def rack_site(site: Site, server: str, http_port: int, interface: str | None, rack: str = "") -> Site:
+    """The site as seen from the boot server: its address and port, its interface, and the
+    rack's DHCP mode (``racks[].boot_server.dhcp``)."""
     assert site.networks is not None and site.networks.netboot is not None
     nb = site.networks.netboot.model_copy(
         update={"server": netaddr.IPAddress(server), "http_port": http_port, "interface": interface}
     )
-    return site.model_copy(update={"networks": site.networks.model_copy(update={"netboot": nb})})
+    update: dict[str, object] = {"netboot": nb}
+    mode = next((r.boot_server.dhcp for r in site.racks if r.name == rack and r.boot_server), None)
+    if mode is not None:  # the rack's own DHCP mode (proxy beside the segment's DHCP server)
+        mgmt = site.networks.management
+        update["management"] = mgmt.model_copy(update={"dhcp": mgmt.dhcp.model_copy(update={"mode": mode})})
+    return site.model_copy(update={"networks": site.networks.model_copy(update=update)})
 
 
 def build_bundle(
@@ -129,7 +135,7 @@ def build_bundle(
     dhcp: bool,
     assets_root: Path | None,
 ) -> Bundle:
-    rsite = rack_site(site, server, http_port, interface)
+    rsite = rack_site(site, server, http_port, interface, rack)
     endpoint = ipxe.Endpoint(server, http_port)
     rack_nodes = [n for n in site.nodes if n.rack == rack]
     chosen = {n.name for n in selected}
