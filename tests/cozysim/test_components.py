@@ -131,3 +131,16 @@ def test_pool_entries_metallb_would_refuse_are_skipped() -> None:
     pool = {"spec": {"addresses": ["10.0.0.1-fd00::1", "not-an-address", "10.0.0.5/32"]}}
     assert network.allocate(pool, set()) == "10.0.0.5"
     assert network.allocate({"spec": {"addresses": ["fd00::/126"]}}, {"fd00::1"}) == "fd00::2"
+
+
+def test_lease_expiry_rule() -> None:
+    import datetime as dt
+
+    from provisioner.lab.kube.cozysim.leader import expired
+
+    now = dt.datetime(2026, 12, 1, 22, 0, 10, tzinfo=dt.UTC)
+    spec = {"holderIdentity": "cp1", "renewTime": "2026-12-01T22:00:00.000000Z", "leaseDurationSeconds": 15}
+    assert not expired(spec, now)
+    assert expired({**spec, "leaseDurationSeconds": 5}, now)
+    assert expired({**spec, "holderIdentity": ""}, now), "a released lease is free at once"
+    assert expired({"holderIdentity": "cp1"}, now), "a lease that was never renewed protects nobody"
