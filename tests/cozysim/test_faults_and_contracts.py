@@ -127,10 +127,15 @@ def test_paas_bundle_without_root_host_is_refused_visibly_then_renders_when_fixe
         assert available["status"] == "False"
         assert "ERROR need root-host in cozystack ConfigMap" in available["message"]
         assert installer["status"]["unavailableReplicas"] == 1
-        events = [e for e in lab.list(kinds.EVENT, "cozy-system") if e.get("reason") == "RenderFailed"]
-        assert events and events[0]["type"] == "Warning"
+        events = wait_for(
+            "the RenderFailed Event",
+            lambda: [e for e in lab.list(kinds.EVENT, "cozy-system") if e.get("reason") == "RenderFailed"],
+            lab,
+        )
+        assert events[0]["type"] == "Warning"
         assert events[0]["involvedObject"]["name"] == "cozystack"
         assert "need root-host" in events[0]["message"]
+        assert lab.get(kinds.CRD, "helmreleases.helm.toolkit.fluxcd.io") is None, "rendering comes first"
         assert lab.list(kinds.HELMRELEASE) == []
 
         lab.merge(kinds.CONFIGMAP, "cozystack", {"data": {"root-host": "example.org"}}, "cozy-system")

@@ -11,14 +11,16 @@ Lease ``cozy-system/cozystack-simulator`` (``leader``). Its rules come from the 
 
 The contract, what a client sees:
 
-- **v0** (``notes/platform-install.md`` §1): once Namespace ``cozy-system`` and Deployment
-  ``cozy-system/cozystack`` (the installer) exist, the Flux CRDs ``helmreleases.helm.toolkit.fluxcd.io``
-  and ``helmrepositories.source.toolkit.fluxcd.io`` appear, then, from ConfigMap ``cozy-system/cozystack``,
-  the bundle's namespaces, HelmRepositories and HelmReleases (``platform``), plus
-  ``tenant-root/tenant-root``. Releases no longer rendered (``bundle-disable``, a removed
-  ``bundle-enable``) are deleted, as the installer's ``marked-for-deletion`` step does.
+- **v0** (``notes/platform-install.md`` §1): once Namespace ``cozy-system``, ConfigMap
+  ``cozy-system/cozystack`` and Deployment ``cozy-system/cozystack`` (the installer) exist and the
+  configuration renders, the Flux CRDs ``helmreleases.helm.toolkit.fluxcd.io`` and
+  ``helmrepositories.source.toolkit.fluxcd.io`` appear, then the bundle's namespaces, HelmRepositories
+  and HelmReleases (``platform``), plus ``tenant-root/tenant-root``. Releases no longer rendered
+  (``bundle-disable``, a removed ``bundle-enable``) are deleted, as the installer's
+  ``marked-for-deletion`` step does.
 - **v0 render failure** (a paas-* bundle without ``root-host`` / ``api-server-endpoint``, a missing
-  ConfigMap, an unknown ``bundle-name``): no HelmRelease is written; the installer Deployment's
+  ConfigMap, an unknown ``bundle-name``): no Flux CRD and no HelmRelease is written (upstream's
+  installer renders before it installs Flux); the installer Deployment's
   ``status.conditions`` get ``Available=False`` with reason ``RenderFailed`` and message
   ``platform render failed: <upstream message>`` (e.g. ``ERROR need root-host in cozystack ConfigMap``),
   ``status.unavailableReplicas: 1``; and a ``Warning`` Event with reason ``RenderFailed`` is recorded

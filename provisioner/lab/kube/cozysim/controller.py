@@ -289,8 +289,8 @@ class Simulator:
         installer = self.inf["deploy"].get(INSTALLER, SYSTEM_NS)
         if operator is None and installer is None:
             return None
-        await self.ensure_crds(upstream.FLUX_CRDS)
         if operator is not None:
+            await self.ensure_crds(upstream.FLUX_CRDS)  # the operator installs CRDs and Flux first
             await self.ensure_crds(upstream.PACKAGE_CRDS)
             await self._deployment_status(operator, None)
             if not self.inf["pkg"].served:
@@ -321,10 +321,13 @@ class Simulator:
                 raise platform.RenderError("ERROR ConfigMap cozy-system/cozystack not found")
             rendered = platform.render_v0(config.get("data") or {})
         except platform.RenderError as exc:
-            await self._deployment_status(installer, str(exc))
             await self._render_event(str(exc))
+            await self._deployment_status(installer, str(exc))
             return None
+        # installer.sh renders the platform (namespaces-apply) before it installs Flux, so a
+        # configuration that cannot render leaves no Flux CRDs behind either.
         await self._deployment_status(installer, None)
+        await self.ensure_crds(upstream.FLUX_CRDS)
         await self._apply_platform(rendered)
         return rendered
 
