@@ -95,10 +95,14 @@ async def set_pxe_once(ctx: RunContext, node: Node) -> NodeRecord:
     return _record(ctx, node, Phase.PXE_SET, "network boot once")
 
 
-async def power_on(ctx: RunContext, node: Node) -> NodeRecord:
-    # A fast machine may fetch its config while the power-on is still being verified: the
-    # fetches that count are those after the last event *before* the command.
-    since = ctx.events.last_id()
+async def power_on(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRecord:
+    # The fetches that count are those after the one-time PXE was set (``rec`` is the pxe-set
+    # record): only a boot that consumed it can make them. Not "after this command": a fast
+    # machine fetches while the power-on is still being verified, and a run killed after the
+    # command but before its record must, on the rerun, still see the fetch of that boot
+    # (power on is then a no-op, and waiting for a fetch that already happened would end in
+    # a power cycle of a node that is installing or installed).
+    since = rec.last_event
     await _bmc(ctx, node, "power on", lambda c: c.power_on())
     return _record(ctx, node, Phase.POWERED_ON, "powered on", since, extra={"powered_on_at": time.time()})
 
@@ -137,6 +141,10 @@ async def wait_for_boot(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRec
                 await _apply(ctx, node)
                 return _record(ctx, node, Phase.CONFIG_DELIVERED, "config applied over the maintenance API")
             await asyncio.sleep(ctx.poll)
+        if await _talos(ctx).secure_version(str(node.ip)) is not None:
+            # Installed although no fetch was seen (a fetch logged while the tool was down and
+            # the log rotated, say): never power-cycle an installed node into the network boot.
+            return _record(ctx, node, Phase.CONFIG_DELIVERED, "already installed (answers over mutual TLS)")
         if attempts >= timeouts.boot_retries:
             raise NodeFailed(
                 f"did not boot within {timeouts.boot:.0f}s after {attempts} power cycle(s): "
@@ -224,7 +232,7 @@ async def drive(ctx: RunContext, node: Node) -> NodeRecord:
             case Phase.POWERED_OFF:
                 rec = await set_pxe_once(ctx, node)
             case Phase.PXE_SET:
-                rec = await power_on(ctx, node)
+                rec = await power_on(ctx, node, rec)
             case Phase.POWERED_ON:
                 rec = await wait_for_boot(ctx, node, rec)
             case Phase.CONFIG_DELIVERED:

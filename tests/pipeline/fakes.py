@@ -99,6 +99,7 @@ class World:
         if m.power is not PowerState.ON:
             return
         self.events.append(CONFIG_FETCH, node=m.name, ip=m.ip)
+        self.calls[f"install:{m.name}"] += 1
         m.installed_at = time.monotonic() + self.install_delay
 
     def controller(self, node: Node) -> BMCController:
