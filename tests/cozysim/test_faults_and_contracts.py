@@ -60,8 +60,15 @@ def test_stuck_release_stays_stuck_until_a_requested_at_nudge_and_failed_fails_f
             lab,
         )
 
-        failed = get("prometheus-operator-crds", "cozy-victoria-metrics-operator")
-        assert condition(failed)["reason"] == "InstallFailed"
+        failed = wait_for(
+            "prometheus-operator-crds to fail",
+            lambda: (
+                (hr := get("prometheus-operator-crds", "cozy-victoria-metrics-operator"))
+                and condition(hr).get("reason") == "InstallFailed"
+                and hr
+            ),
+            lab,
+        )
         assert condition(failed, "Released")["reason"] == "InstallFailed"
         lab.merge(
             kinds.HELMRELEASE,
@@ -164,7 +171,7 @@ def test_v1_package_renders_releases_and_is_ready_once_they_are_created() -> Non
             },
         },
     }
-    with lab_cluster(delay=5.0) as lab:  # slow installs: Ready must not wait for them
+    with lab_cluster(delay=60.0) as lab:  # slow installs: Ready must not wait for them
         lab.apply(
             kinds.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cozy-system"}}
         )
