@@ -161,5 +161,7 @@ class Informer:
                     log.warning("watch of %s: %s", self.kind.label, exc)
                     await asyncio.sleep(0.5)
             except (HTTPError, OSError) as exc:
-                log.info("watch of %s interrupted (%s): resuming from %s", self.kind.label, exc, self._rv)
+                # Routine: the server ends watches at timeoutSeconds and lightkube may reuse the closed
+                # connection for the next one; injected resets land here too. Resuming is the cure.
+                log.debug("watch of %s interrupted (%s): resuming from %s", self.kind.label, exc, self._rv)
                 await asyncio.sleep(0.3)
