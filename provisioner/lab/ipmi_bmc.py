@@ -108,6 +108,15 @@ class _ServerSession(pyghmi_serversession.ServerSession):
     def close_server_session(self) -> None:
         self._forget()
 
+    def sessionless_data(self, data: Any, sockaddr: Any) -> Any:
+        # pyghmi routes a datagram to this session when it arrives, but processes it later;
+        # if the client's registrations were forgotten in between (a Close Session or a new
+        # log-in from the same client port, handled first in the same batch), pyghmi calls
+        # this BMC-side method on the session. Hand the datagram to the BMC, as routing at
+        # processing time would have; without this it was dropped and the client's log-in
+        # failed after its retries (seen with 100 BMCs in one process).
+        return self.bmc.sessionless_data(data, sockaddr)
+
     def _forget(self) -> None:
         handlers = pyghmi_session.Session.bmc_handlers.get(self.sockaddr)
         if handlers is not None and handlers.get(self.bmc.port) is self:

@@ -33,10 +33,12 @@ import threading
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ...talosapi import certs
 from ..machine import BootSelection, BootTarget, MachineIdentity, MachineSpec
 from ..standin import apid
 from ..standin.backend import (
@@ -198,7 +200,7 @@ class FleetMachine:
                 await asyncio.sleep(self.plan.delays.boot)
                 if not self._current(gen):
                     return
-                config = await self._netboot()
+                config = await self._netboot(gen)
                 if config is None:
                     return  # told to boot from disk, or no config: falls through to the disk
                 await asyncio.sleep(self.plan.delays.install)
@@ -211,11 +213,23 @@ class FleetMachine:
         except Exception:  # one machine's failure is its own; it shows as a node that never answers
             log.exception("fleet stand-in %s: boot failed", self.name)
 
-    async def _netboot(self) -> bytes | None:
+    async def _get(self, gen: int, path: str) -> tuple[int, bytes]:
+        """GET as iPXE does it: a failed request is tried again after a pause, while powered on."""
+        while True:
+            self.counts["http"] += 1
+            try:
+                return await http_get(self.ip, path)
+            except OSError as exc:
+                log.warning("fleet stand-in %s: GET %s failed (%s); retrying in 2 s", self.name, path, exc)
+                self.counts["http.failed"] += 1
+            await asyncio.sleep(2.0)
+            if not self._current(gen):
+                return 0, b""
+
+    async def _netboot(self, gen: int) -> bytes | None:
         mac = self.identity.macs[0].replace(":", "-")
         for path in ("/boot.ipxe", f"/node.ipxe?mac={mac}&uuid={self.identity.uuid}"):
-            self.counts["http"] += 1
-            status, body = await http_get(self.ip, path)
+            status, body = await self._get(gen, path)
             if status != 200:
                 log.warning("fleet stand-in %s: GET %s -> %s", self.name, path, status)
                 return None
@@ -224,33 +238,48 @@ class FleetMachine:
             return None  # a boot-from-disk script
         url = found.group(1).replace("${uuid}", self.identity.uuid)
         path = "/" + url.split("://", 1)[1].split("/", 1)[1]
-        self.counts["http"] += 1
-        status, body = await http_get(self.ip, path)
+        status, body = await self._get(gen, path)
         return body if status == 200 else None
 
-    async def _serve_installed(self, gen: int) -> None:
+    def _tls_material(self) -> tuple[bytes, certs.ServerCert]:
+        """The OS CA and this node's server certificate (CPU work: run in a thread, never on the loop
+        that serves every other machine of the process)."""
         assert self.config is not None
         doc = yaml.load(self.config, Loader=yaml.CSafeLoader)
         ca = doc["machine"]["ca"]
         ca_crt = base64.b64decode(ca["crt"])
-        ca_key = base64.b64decode(ca["key"]) if ca.get("key") else None
-        cert = None
-        if ca_key is None:
-            from ...talos.secrets import load_secrets
-            from ...talosapi import certs
+        ca_key = base64.b64decode(ca["key"]) if ca.get("key") else _os_ca_key(self.plan)
+        return ca_crt, certs.signed_by_ca(ca_crt, ca_key, self.name, [self.ip])
 
-            bundle = load_secrets(self.plan.state_dir / "secrets.yaml")
-            assert bundle.os.key is not None
-            cert = certs.signed_by_ca(bundle.os.crt or ca_crt, bundle.os.key, self.name, [self.ip])
+    async def _serve_installed(self, gen: int) -> None:
+        ca_crt, cert = await asyncio.to_thread(self._tls_material)
         server = await apid.serve_configured(
-            self.ip, apid.APID_PORT, FleetBackend(self), ca_crt, ca_key, [self.ip], server_cert=cert
+            self.ip, apid.APID_PORT, FleetBackend(self), ca_crt, None, [self.ip], server_cert=cert
         )
         if not self._current(gen):
             await server.stop()
             return
         self._server = server
         if self.controlplane:
-            SharedEtcd(self.plan.etcd_file).installed(self.name)
+            await asyncio.to_thread(SharedEtcd(self.plan.etcd_file).installed, self.name)
+
+
+_ca_keys: dict[Path, bytes] = {}
+_ca_guard = threading.Lock()
+
+
+def _os_ca_key(plan: FleetPlan) -> bytes:
+    """Workers get their server certificate from trustd on Talos; the stand-in signs it with the OS CA
+    key from the state directory's secrets bundle instead (read once per process)."""
+    path = plan.state_dir / "secrets.yaml"
+    with _ca_guard:
+        if path not in _ca_keys:
+            from ...talos.secrets import load_secrets
+
+            key = load_secrets(path).os.key
+            assert key is not None
+            _ca_keys[path] = key
+        return _ca_keys[path]
 
 
 class FleetBackend:
@@ -278,14 +307,14 @@ class FleetBackend:
         self._count("Bootstrap")
         if not self.m.controlplane:
             raise PreconditionFailed("talos stand-in: bootstrap is only possible on a control plane")
-        if not self.etcd.bootstrap(self.m.name):
+        if not await asyncio.to_thread(self.etcd.bootstrap, self.m.name):
             raise AlreadyExists("talos stand-in: etcd data directory is not empty")
 
     async def etcd_members(self) -> list[EtcdMember]:
         self._count("EtcdMemberList")
         if not self.m.controlplane:
             raise PreconditionFailed("talos stand-in: etcd is not running on a worker")
-        members = self.etcd.members()
+        members = await asyncio.to_thread(self.etcd.members)
         if members is None:
             raise PreconditionFailed("talos stand-in: etcd is not running (not bootstrapped)")
         return [EtcdMember(i + 1, name, is_learner=learner) for i, (name, learner) in enumerate(members)]
@@ -295,7 +324,7 @@ class FleetBackend:
 
     async def kubeconfig(self) -> bytes:
         self._count("Kubeconfig")
-        if not self.etcd.bootstraps():
+        if not await asyncio.to_thread(self.etcd.bootstraps):
             raise NotReady("talos stand-in: the cluster is not bootstrapped yet")
         return KUBECONFIG
 
