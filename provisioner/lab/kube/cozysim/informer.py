@@ -57,6 +57,7 @@ class Informer:
         self._retry = retry
         self._poke = asyncio.Event()
         self._rv: str | None = None
+        self.lists = 0  # full lists done: once at start, then only after a 410 or a 404
 
     def poke(self) -> None:
         """Retry now if the kind was not served at the last attempt."""
@@ -97,6 +98,7 @@ class Informer:
         self._rv = listing.resourceVersion
         self.items = items
         self.served = True
+        self.lists += 1
         self.synced.set()
         self._on_change()
 
@@ -128,7 +130,7 @@ class Informer:
 
     async def run(self) -> None:
         """List, then watch forever; see the module docstring for the resume rules."""
-        need_list = True
+        need_list = self._rv is None  # a restarted informer resumes its watch where it stopped
         while True:
             try:
                 if need_list:
