@@ -144,3 +144,15 @@ def test_lease_expiry_rule() -> None:
     assert expired({**spec, "leaseDurationSeconds": 5}, now)
     assert expired({**spec, "holderIdentity": ""}, now), "a released lease is free at once"
     assert expired({"holderIdentity": "cp1"}, now), "a lease that was never renewed protects nobody"
+
+
+def test_a_leader_that_cannot_renew_stands_down() -> None:
+    from provisioner.lab.kube.cozysim.leader import LeaderElector
+
+    elector = LeaderElector(None, "cp1", duration=3)  # type: ignore[arg-type]  # no API call is made
+    elector._set(True)
+    elector.check_deadline()
+    assert elector.is_leader, "renewed just now"
+    elector.renewed_at -= 2.5  # more than 2/3 of the 3 s lease without a renewal
+    elector.check_deadline()
+    assert not elector.is_leader

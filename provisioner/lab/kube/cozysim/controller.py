@@ -140,13 +140,18 @@ class Simulator:
     async def _elect(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             was = self.elector.is_leader
+            failed = False
             try:
                 await self.elector.try_acquire_or_renew()
             except (ApiError, HTTPError, OSError) as exc:
                 log.info("lease step failed: %s", exc)
+                self.elector.check_deadline()
+                failed = True
             if self.elector.is_leader and not was:
                 self._wake.set()
             wait = self.elector.duration / 3 if self.elector.is_leader else 2.0
+            if failed:
+                wait = min(wait, 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
 

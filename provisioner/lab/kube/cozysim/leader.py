@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -54,6 +55,14 @@ class LeaderElector:
         self.identity = identity
         self.duration = duration
         self.is_leader = False
+        self.renewed_at = 0.0  # time.monotonic() of the last successful acquire or renewal
+
+    def check_deadline(self) -> None:
+        """Stop acting when the lease could not be renewed for 2/3 of its duration (client-go's
+        renewDeadline): by then another instance may be about to take it, and two leaders must not act."""
+        if self.is_leader and time.monotonic() - self.renewed_at > self.duration * 2 / 3:
+            log.info("%s could not renew the lease in time: standing down", self.identity)
+            self._set(False)
 
     def _spec(self, now: dt.datetime, acquired: str | None, transitions: int) -> dict[str, Any]:
         return {
@@ -100,6 +109,8 @@ class LeaderElector:
         return self._set(True)
 
     def _set(self, leader: bool) -> bool:
+        if leader:
+            self.renewed_at = time.monotonic()
         if leader != self.is_leader:
             log.info("%s %s the lease %s/%s", self.identity, "holds" if leader else "lost", NAMESPACE, NAME)
         self.is_leader = leader
