@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +73,25 @@ def _netboot(ctx: RunContext, pending: list[Node]) -> contextlib.AbstractContext
     return NetbootService(ctx.site, ctx.store, ctx.events, nodes=pending)
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the run like Ctrl-C: asyncio cancels every task (each step not yet
+    recorded is redone by the next run), the netboot service and locks are released, and no
+    thread stuck in a BMC command is waited for (they are daemons, see ``BMCGate.call``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def up(
     site: Site,
     nodes: list[Node],
@@ -96,6 +117,7 @@ def up(
             raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
     with (
+        _sigterm_interrupts(),
         Progress(None, progress_mode) as progress,
         hold_racks(StateLayout(site.state_dir).locks_dir, [] if hosted else [n.rack for n in nodes]),
     ):

@@ -1,6 +1,6 @@
 """Every BMC command of one run goes through one gate: the limits, the threads, the credentials.
 
-The BMC libraries block, so commands run in a thread pool sized to the global limit; the
+The BMC libraries block, so each command runs in a daemon thread of its own; the
 ``RackLimiter`` (shared with ``provisioner power``/``bootdev``) keeps at most N in flight
 overall and M per rack. Each node's password is resolved from its reference once per run.
 A test injects a fake BMC by passing ``connect``: a factory returning a ``BMCController``
@@ -10,15 +10,27 @@ over a fake ``Driver``, so the controller's retries and verification still run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..bmc import BMCController, ControllerSettings, RackLimiter, connect
 from ..inventory.model import Node, Site
 
 T = TypeVar("T")
 Connect = Callable[[Node], BMCController]
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
+    if future.done():  # cancelled meanwhile (the run was interrupted)
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        assert isinstance(value, BaseException)
+        future.set_exception(value)
 
 
 class BMCGate:
@@ -35,7 +47,6 @@ class BMCGate:
         # ``cluster.timeouts.bmc_command`` bounds every command of the run.
         self.settings = settings or ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
         self._connect = connect_fn or self._connect_inventory
-        self._pool = ThreadPoolExecutor(max_workers=total, thread_name_prefix="bmc")
         self._passwords: dict[str, str] = {}
 
     def _connect_inventory(self, node: Node) -> BMCController:
@@ -50,11 +61,26 @@ class BMCGate:
             return fn(controller)
 
     async def call(self, node: Node, fn: Callable[[BMCController], T]) -> T:
-        """Run ``fn(controller)`` for ``node`` in a thread, within the run's limits."""
+        """Run ``fn(controller)`` for ``node`` in a thread, within the run's limits.
+
+        The thread is a daemon of its own (not a pool's): when the run is interrupted
+        (Ctrl-C, SIGTERM) the waiting task is cancelled at once and the process exits without
+        joining a thread stuck in a BMC command; the command is bounded by its own deadline
+        anyway, and its step was not recorded, so the next run redoes it."""
         async with self.limiter.slot(node.rack):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self._with_controller, node, fn)
+            future: asyncio.Future[T] = loop.create_future()
+
+            def work() -> None:
+                try:
+                    outcome: tuple[bool, object] = (True, self._with_controller(node, fn))
+                except BaseException as exc:  # handed to the waiting task
+                    outcome = (False, exc)
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, future, outcome)
+
+            threading.Thread(target=work, name=f"bmc-{node.name}", daemon=True).start()
+            return await future
 
     def close(self) -> None:
-        """Stop accepting work; threads still inside a BMC call finish on their own deadline."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to join: threads still inside a BMC call end on their own deadline."""
