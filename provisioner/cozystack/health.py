@@ -290,9 +290,12 @@ def expected_tenant_labels(node: TenantNode, root_fallback: bool = True) -> dict
 
 
 def tenant_label_problems(
-    root: TenantNode, namespaces: Mapping[str, Obj], root_fallback: bool = True
+    root: TenantNode, namespaces: Mapping[str, Obj], root_fallback: bool = True, root_host_only: bool = False
 ) -> list[str]:
-    """Every difference between the model's namespace.cozystack.io/* labels and the live ones."""
+    """Every difference between the model's namespace.cozystack.io/* labels and the live ones.
+
+    ``root_host_only`` (Cozystack v1.x): the tenant-root Namespace comes from cozystack-basics with
+    only the host label; its services live in its values Secret, which children still inherit."""
     out = []
     for node in root.walk():
         ns = namespaces.get(node.namespace)
@@ -306,6 +309,9 @@ def tenant_label_problems(
             if k.startswith("namespace.cozystack.io/")
         }
         want = expected_tenant_labels(node, root_fallback)
+        if root_host_only and node.parent is None:
+            want = {k: v for k, v in want.items() if k == "namespace.cozystack.io/host"}
+            live = {k: v for k, v in live.items() if k in want}
         for label in sorted(set(live) | set(want)):
             if live.get(label) != want.get(label):
                 out.append(

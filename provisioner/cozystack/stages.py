@@ -538,7 +538,7 @@ class Tenants(_PlatformStage):
         async def labels_match() -> bool | None:
             nonlocal problems
             namespaces = {n["metadata"]["name"]: n for n in await kube.list("v1", "Namespace")}
-            problems = health.tenant_label_problems(root, namespaces, root_fallback=not v1)
+            problems = health.tenant_label_problems(root, namespaces, root_host_only=v1)
             return True if not problems else None
 
         if await poll(labels_match, min(deadline, time.monotonic() + 60), 1.0) is None:

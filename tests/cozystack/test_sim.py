@@ -116,11 +116,15 @@ def live(host: KubeHost, api_version: str, kind: str) -> list[Any]:
     return list(client(host.kubeconfig).list(cls, namespace=ns))
 
 
-@pytest.mark.parametrize("bundle", ["paas-full", "paas-hosted", "distro-full", "distro-hosted"])
+@pytest.mark.parametrize(
+    ("bundle", "version"),
+    [(b, "v0.41.11") for b in ("paas-full", "paas-hosted", "distro-full", "distro-hosted")]
+    + [("paas-full", "v1.6.2"), ("paas-hosted", "v1.6.2")],
+)
 def test_bundle_installs_to_ready_and_a_rerun_writes_nothing(
-    tmp_path: Path, sim: KubeHost, bundle: str
+    tmp_path: Path, sim: KubeHost, bundle: str, version: str
 ) -> None:
-    site = write_site(tmp_path, sim, bundle)
+    site = write_site(tmp_path, sim, bundle, version)
     lab_import(site)
     rc, first, err = install(site)
     assert rc == 0, err
@@ -131,6 +135,10 @@ def test_bundle_installs_to_ready_and_a_rerun_writes_nothing(
     )
     rc, second, err = install(site, redo=True)
     assert (rc, second["writes"], second["written"]) == (0, 0, []), err
+    if version.startswith("v1."):
+        package = resource_class("cozystack.io/v1alpha1", "Package")
+        pkg = client(sim.kubeconfig).get(package, "cozystack.cozystack-platform")
+        assert pkg.spec["variant"] == {"paas-full": "isp-full", "paas-hosted": "isp-hosted"}[bundle]
     if bundle in ("paas-full", "distro-full"):
         classes = {sc.metadata.name: sc for sc in live(sim, "storage.k8s.io/v1", "StorageClass")}
         assert classes["local"].metadata.annotations["storageclass.kubernetes.io/is-default-class"] == "true"
