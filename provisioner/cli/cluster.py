@@ -180,5 +180,7 @@ def reset(app: App, yes: bool) -> None:
         click.echo(f"{name}: wiped, marked blank", err=True)
     if result.rebootstrap:
         click.echo("no installed control plane is left: the next `up` bootstraps etcd again", err=True)
+    for member, command in result.stale.items():
+        click.echo(f"etcd still lists {member}, no installed control plane; remove it: {command}", err=True)
     if result.failed:
         raise OperationError("reset failed for " + "; ".join(f"{n}: {e}" for n, e in result.failed.items()))

@@ -27,6 +27,9 @@ class ResetResult:
     wiped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     rebootstrap: bool = False  # the next ``up`` bootstraps etcd again
+    # etcd members that belong to no installed control plane (a wiped node that did not leave,
+    # or a machine not in the inventory), with the command that removes each: name -> command
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 async def reset_nodes(ctx: RunContext, nodes: list[Node]) -> ResetResult:
@@ -47,7 +50,29 @@ async def reset_nodes(ctx: RunContext, nodes: list[Node]) -> ResetResult:
         ctx.store.save(NodeRecord(node.name, last_event=event.id))
         result.wiped.append(node.name)
     _update_cluster_record(ctx, result)
+    if not result.rebootstrap and any(cp.name in result.wiped for cp in ctx.site.controlplanes):
+        result.stale = await stale_members(ctx)
     return result
+
+
+async def stale_members(ctx: RunContext) -> dict[str, str]:
+    """Members etcd still lists that are no installed control plane of the inventory, as seen
+    by the first installed control plane that answers; each with the command that removes it
+    (the machine API subset this tool speaks has no member removal, talosctl has)."""
+    assert ctx.talos is not None
+    installed = [cp for cp in ctx.site.controlplanes if ctx.store.node(cp.name).installed]
+    for cp in installed:
+        try:
+            members = await ctx.talos.etcd_members(str(cp.ip))
+        except TalosUnavailable:
+            continue
+        keep = {c.name for c in installed}
+        return {
+            m.hostname: f"talosctl -n {cp.ip} etcd remove-member {m.id:x}"
+            for m in members
+            if m.hostname not in keep
+        }
+    return {}
 
 
 def _update_cluster_record(ctx: RunContext, result: ResetResult) -> None:

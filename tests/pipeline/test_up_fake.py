@@ -169,3 +169,21 @@ def test_reset_of_one_control_plane_is_graceful_and_unforms_the_record(tmp_path:
     record = ClusterState.load(StateLayout(site.state_dir).cluster_record)
     assert not record.formed and record.bootstrapped  # etcd lives on in cp1 and cp3
     assert StateStore(site.state_dir).node("cp2").phase is Phase.BLANK
+
+
+def test_reset_names_a_stale_etcd_member_with_the_command_to_remove_it(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    assert _up(site, world).ok
+
+    class Forgetful(FakeTalos):
+        async def reset(self, ip: str, graceful: bool) -> None:  # wipes, but leaves etcd as it was
+            self.world.calls["reset-graceful" if graceful else "reset"] += 1
+            self._machine(ip).installed_at = None
+
+    async def wipe() -> dict[str, str]:
+        ctx = RunContext.for_site(site, Progress(None, "lines"), talos=Forgetful(world))
+        return (await reset_nodes(ctx, [site.node("cp3")])).stale
+
+    stale = asyncio.run(wipe())
+    assert list(stale) == ["cp3"] and stale["cp3"].startswith("talosctl -n 10.98.0.11 etcd remove-member ")
