@@ -9,9 +9,11 @@ the agent applies the same rules as ``routes.NetbootRoutes``: a machine config o
 the node's own address, the install script only to selected, not-installed nodes, an
 event for every decision, appended to ``events.jsonl`` which the tool pulls back.
 
-``python3 -m provisioner.netboot.remote_agent --dir DIR start|stop|status|serve``;
+``python3 -m provisioner.netboot.remote_agent --dir DIR start|stop|status|serve|follow``;
 ``start`` detaches ``serve`` (its own session, so it outlives the SSH connection) and
-waits until it is serving or has failed; ``stop`` ends it and dnsmasq with it.
+waits until it is serving or has failed; ``stop`` ends it and dnsmasq with it. ``follow``
+(``remote_follow``) is the live link `up` keeps open: events out, node-state changes in; the
+routes read those changes on every request, so a node installed since the push boots from disk.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..fsutil import atomic_write
 from ..layout import StateLayout
 from .childguard import die_with_parent
 from .http import HTTPServer, Reply, Request, safe_join
+from .remote_follow import follow, read_node_states
 from .rules import config_requester, identify, normalise_mac, normalise_uuid
 
 MANIFEST = "manifest.json"
@@ -70,10 +73,19 @@ class AgentRoutes:
             return self.asset(req)
         return Reply.text(404, "not found\n")
 
+    def live(self, node: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The manifest's answer, overruled by a node-state change the tool sent since the push
+        (an installed node gets the boot-from-disk script and no config)."""
+        if node is None or node["answer"] != "install":
+            return node
+        if not read_node_states(self.root).get(node["name"], {}).get("installed"):
+            return node
+        return {**node, "answer": "local-disk", "reason": "installed", "script": node.get("disk_script", "")}
+
     def node_script(self, req: Request) -> Reply:
         mac = normalise_mac(req.query.get("mac", ""))
         uuid = normalise_uuid(req.query.get("uuid", ""))
-        node = identify(self.by_mac, self.by_uuid, mac, uuid)
+        node = self.live(identify(self.by_mac, self.by_uuid, mac, uuid))
         ident = {
             "mac": mac or req.query.get("mac"),
             "uuid": uuid or req.query.get("uuid"),
@@ -100,6 +112,7 @@ class AgentRoutes:
         node, denied = config_requester(
             self.by_uuid, self.by_ip, uuid, req.client_ip, lambda n: n["ip"], lambda n: n.get("uuid")
         )
+        node = self.live(node)
         if denied is not None or node is None:
             name = node["name"] if node is not None else None
             self.events.append(CONFIG_DENIED, name, "denied" if node else "unknown", reason=denied, **ident)
@@ -346,12 +359,16 @@ def stop(root: Path, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="remote_agent", description="provisioner netboot agent (boot server)")
     ap.add_argument("--dir", required=True, type=Path, help="the bundle directory")
-    ap.add_argument("action", choices=["start", "stop", "status", "serve"])
+    ap.add_argument("action", choices=["start", "stop", "status", "serve", "follow"])
+    ap.add_argument("--offset", type=int, default=0, help="follow: byte offset in events.jsonl")
+    ap.add_argument("--after", type=int, default=0, help="follow: the last event id already received")
     args = ap.parse_args(argv)
     root = args.dir.resolve()
     os.umask(0o077)
     if args.action == "serve":
         return serve(root)
+    if args.action == "follow":
+        return follow(root, args.offset, args.after)
     if args.action == "status":
         rc, out = 0, status(root)
     elif args.action == "start":

@@ -56,6 +56,7 @@ AGENT_MODULES = (
     "netboot/http.py",
     "netboot/leasehook.py",
     "netboot/remote_agent.py",
+    "netboot/remote_follow.py",
     "netboot/rules.py",
 )
 
@@ -164,6 +165,7 @@ def build_bundle(
                 "answer": answer,
                 "reason": reason,
                 "script": script,
+                "disk_script": ipxe.local_disk_script(n),  # once the tool says it is installed
             }
         )
     manifest = {
