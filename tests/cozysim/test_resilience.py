@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from cozysim_lab import Lab, is_ready, lab_cluster, wait_for
 
@@ -119,3 +120,25 @@ def test_converges_through_api_500s_resets_and_stalled_watches() -> None:
             lab,
             90,
         )
+
+
+def test_stops_when_its_cluster_is_torn_down(tmp_path) -> None:
+    with lab_cluster(simulator=False) as lab:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_bytes((lab.root / "kubeconfig").read_bytes())
+        kubeconfig.chmod(0o600)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.lab.kube.cozysim", "--kubeconfig", str(kubeconfig)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(1.0)
+            assert proc.poll() is None, "it runs while its cluster exists"
+            kubeconfig.unlink()
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert b"the cluster was torn down, stopping" in proc.stderr.read()

@@ -73,6 +73,17 @@ def _load(args: argparse.Namespace) -> tuple[KubeConfig, KubeFaults]:
     return config, faults
 
 
+async def _watch_kubeconfig(path: Path, stop: asyncio.Event, every: float = 2.0) -> None:
+    """Stop when the kubeconfig disappears: the cluster it named was torn down (``lab kube down``
+    removes it), so a simulator left behind by a crashed parent does not retry a dead server forever."""
+    while not stop.is_set():
+        if not path.exists():
+            logging.getLogger("cozysim").info("%s is gone: the cluster was torn down, stopping", path)
+            stop.set()
+            return
+        await asyncio.sleep(every)
+
+
 async def _main(config: KubeConfig, faults: KubeFaults, args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,9 +102,11 @@ async def _main(config: KubeConfig, faults: KubeFaults, args: argparse.Namespace
     logging.getLogger("cozysim").info(
         "starting as %s (delay %.2fs, faults %s)", identity, args.delay, faults.to_text()
     )
+    watchdog = asyncio.create_task(_watch_kubeconfig(Path(args.kubeconfig), stop))
     try:
         await sim.run(stop)
     finally:
+        watchdog.cancel()
         await client.close()
     logging.getLogger("cozysim").info("stopped")
 

@@ -58,6 +58,7 @@ class Informer:
         self._poke = asyncio.Event()
         self._rv: str | None = None
         self.lists = 0  # full lists done: once at start, then only after a 410 or a 404
+        self._failures = 0
 
     def poke(self) -> None:
         """Retry now if the kind was not served at the last attempt."""
@@ -128,14 +129,21 @@ class Informer:
             with contextlib.suppress(Exception):
                 await iterator.aclose()  # type: ignore[attr-defined]
 
+    def _backoff(self) -> float:
+        """0.3 s after one failure, doubling to 5 s while the server stays unreachable."""
+        self._failures += 1
+        return min(0.3 * 2 ** (self._failures - 1), 5.0)
+
     async def run(self) -> None:
         """List, then watch forever; see the module docstring for the resume rules."""
         need_list = self._rv is None  # a restarted informer resumes its watch where it stopped
+        self._failures = 0
         while True:
             try:
                 if need_list:
                     await self._list()
                     need_list = False
+                self._failures = 0
                 await self._watch()
             except asyncio.CancelledError:
                 raise
@@ -161,9 +169,9 @@ class Informer:
                     need_list = True
                 else:
                     log.warning("watch of %s: %s", self.kind.label, exc)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(self._backoff())
             except (HTTPError, OSError) as exc:
                 # Routine: the server ends watches at timeoutSeconds and lightkube may reuse the closed
                 # connection for the next one; injected resets land here too. Resuming is the cure.
                 log.debug("watch of %s interrupted (%s): resuming from %s", self.kind.label, exc, self._rv)
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(self._backoff())
