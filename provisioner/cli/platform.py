@@ -87,6 +87,7 @@ def run_stages(
         "objects": acct["objects"],
         "apply_requests": acct["apply_requests"],
         "requests": acct["by_verb"],
+        "retries": acct.get("retries", 0),
         "seconds": round(time.monotonic() - started, 1),
     }
     emit(summary, lambda d: f"platform {d['bundle']} ready ({d['writes']} writes, {d['seconds']} s)")

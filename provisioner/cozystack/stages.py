@@ -62,6 +62,7 @@ def account(ctx: RunContext, kube: Kube, applier: Applier) -> None:
     totals["writes"].extend(applier.written)
     totals["objects"] += len(applier.written) + len(applier.skipped)
     totals["apply_requests"] += applier.requests
+    totals["retries"] = totals.get("retries", 0) + kube.counters.retries
     for verb, n in kube.counters.by_verb.items():
         totals["by_verb"][verb] = totals["by_verb"].get(verb, 0) + n
 

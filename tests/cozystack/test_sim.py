@@ -228,3 +228,37 @@ def test_kill_9_mid_install_then_the_rerun_completes(tmp_path: Path, sim: KubeHo
     assert rc == 0, err
     assert len([c for c in live(sim, "v1", "ConfigMap") if c.metadata.name == "cozystack"]) == 1
     assert len(live(sim, *TENANT)) == 3  # root, foo, bar: no duplicates
+
+
+@pytest.mark.parametrize("bundle", ["paas-hosted", "distro-hosted"])
+def test_hosted_bundles_end_to_end_through_up(tmp_path: Path, sim: KubeHost, bundle: str) -> None:
+    from provisioner.cli import main
+
+    site = write_site(tmp_path, sim, bundle)
+    lab_import(site)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(["-i", str(site), "-o", "json", "up"])
+    assert rc == 0
+    result = json.loads(out.getvalue()[out.getvalue().index("{") :])
+    stages = {s["name"]: s["status"] for s in result["stages"]}
+    want = ["api-ready", "contract", "installer-assets", "helmreleases"] + (
+        ["tenants"] if bundle == "paas-hosted" else []
+    )
+    assert stages == dict.fromkeys(want, "done")
+    assert result["stage_error"] is None and result["nodes"] == []
+    for name in want:
+        assert json.loads((tmp_path / "state/platform" / f"{name}.json").read_text())
+    journal = (tmp_path / "state/platform/applied.journal").read_text()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["-i", str(site), "up"]) == 0  # every stage recorded: nothing to do
+    assert (tmp_path / "state/platform/applied.journal").read_text() == journal
+
+
+@pytest.mark.parametrize("sim", [{"faults": "seed=11,api500=0.05,reset=0.05"}], indirect=True)
+def test_api_faults_at_5_percent_are_absorbed(tmp_path: Path, sim: KubeHost) -> None:
+    site = write_site(tmp_path, sim, "paas-hosted")
+    lab_import(site)
+    rc, summary, err = install(site)
+    assert rc == 0, err
+    assert summary["requests"]["apply"] >= 8  # namespace, ConfigMap, 3 installer objects, 3 tenants
