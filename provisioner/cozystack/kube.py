@@ -115,6 +115,8 @@ class Kube:
         try:
             config = KubeConfig.from_file(str(kubeconfig))
             single = config.get()
+            if single is None:
+                raise ValueError("no current context")
         except FileNotFoundError:
             raise InputError(f"kubeconfig {kubeconfig} does not exist") from None
         except (ConfigError, ValueError, KeyError, TypeError) as exc:
@@ -181,7 +183,8 @@ class Kube:
         ns = namespace if namespace is not None else ("*" if _namespaced(cls) else None)
 
         async def run() -> list[Obj]:
-            return [_as_dict(o) async for o in self.client.list(cls, namespace=ns, labels=labels)]
+            selector: Any = labels
+            return [_as_dict(o) async for o in self.client.list(cls, namespace=ns, labels=selector)]
 
         return await self._call("list", f"{kind} list", run)
 
@@ -214,12 +217,8 @@ class Kube:
         """Server-side apply ``obj`` as field manager ``provisioner``."""
         cls = resource_class(obj["apiVersion"], obj["kind"])
         res = cls.from_dict(obj) if hasattr(cls, "from_dict") else codecs.from_dict(obj)
-        meta = obj.get("metadata") or {}
-        out = await self._call(
-            "apply",
-            obj_key(obj),
-            lambda: self.client.apply(res, namespace=meta.get("namespace"), force=force),
-        )
+        # lightkube takes the namespace from the object's own metadata
+        out = await self._call("apply", obj_key(obj), lambda: self.client.apply(res, force=force))
         return _as_dict(out)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
@@ -251,9 +250,9 @@ def _as_dict(res: Any) -> Obj:
     if isinstance(res, dict):
         return res
     to_dict = getattr(res, "to_dict", None)
-    if to_dict is not None:
-        return dict(to_dict())
-    return dict(codecs.yaml.safe_load(codecs.dump_all_yaml([res])))
+    if to_dict is None:
+        raise TypeError(f"cannot read a {type(res).__name__} returned by lightkube")
+    return dict(to_dict())
 
 
 def _describe(exc: BaseException) -> str:

@@ -77,7 +77,7 @@ def installer_v0(version: str) -> list[dict[str, Any]]:
             labels={"cozystack.io/system": "true", "pod-security.kubernetes.io/enforce": "privileged"},
         ),
     }
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "KUBERNETES_SERVICE_HOST", "value": "localhost"},
         {"name": "INSTALL_FLUX", "value": "true"},
         {"name": "KUBERNETES_SERVICE_PORT", "value": "7445"},
