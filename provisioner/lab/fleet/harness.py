@@ -56,7 +56,7 @@ def loopback_up() -> None:
 @dataclass
 class FleetResult:
     nodes: int
-    exit_code: int  # -15 when stopped at the first Kubernetes stage (see ``stopped_s``)
+    exit_code: int  # after a stop at the first Kubernetes stage (``stopped_s``): how `up` took SIGTERM
     stopped_s: float | None  # up started -> it started the first stage needing a Kubernetes API
     wall_s: float  # up started -> up exited, or -> ``stopped_s``
     formed_s: float | None  # up started -> cluster "formed" event
@@ -80,8 +80,8 @@ class FleetResult:
     @property
     def ok(self) -> bool:
         """Every node ready, the cluster formed, and `up` either exited 0 or reached the
-        Kubernetes stages (where the fleet stops it)."""
-        done = self.exit_code == 0 or (self.stopped_s is not None and self.exit_code == -signal.SIGTERM)
+        Kubernetes stages (where the fleet stops it; its exit code then says how it took SIGTERM)."""
+        done = self.exit_code == 0 or self.stopped_s is not None
         return done and self.formed_s is not None and self.ready == self.nodes
 
     @property
