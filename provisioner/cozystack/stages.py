@@ -421,7 +421,9 @@ class Storage(_PlatformStage):
             problems = health.satellite_problems(sats, nodes, pool)
             return True if not problems else None
 
-        if await poll(pools_ready, _deadline(ctx), 2.0) is None:
+        # The pools' own time box: a missing disk never heals by waiting (storage_timeout overrides).
+        wait = float(ctx.options.get("storage_timeout") or min(600.0, ctx.site.cluster.timeouts.platform))
+        if await poll(pools_ready, time.monotonic() + wait, 2.0) is None:
             disks = {n.name: ", ".join(n.data_disks) for n in site.nodes}
             raise StageFailed(
                 f"storage pool {pool} is not ready on: "

@@ -262,3 +262,46 @@ def test_api_faults_at_5_percent_are_absorbed(tmp_path: Path, sim: KubeHost) -> 
     rc, summary, err = install(site)
     assert rc == 0, err
     assert summary["requests"]["apply"] >= 8  # namespace, ConfigMap, 3 installer objects, 3 tenants
+
+
+def test_a_node_whose_disk_is_missing_is_named(tmp_path: Path, sim: KubeHost) -> None:
+    site = write_site(tmp_path, sim, "distro-full")
+    doc = yaml.safe_load(site.read_text())
+    w1 = next(n for n in doc["nodes"] if n["name"] == "w1")
+    register_nodes(sim, [{**w1, "data_disks": ["/dev/vdc"]}])  # w1 reports another disk than the inventory's
+    lab_import(site)
+    rc, _, err = install(site, storage_timeout=8)
+    assert rc == 1
+    assert (
+        "platform stage storage failed: storage pool data is not ready on: node w1 (data_disks /dev/vdb)"
+        in err
+    )
+    assert "cp1" not in err.split("storage failed:")[1]
+
+
+def test_tenants_not_in_the_inventory_are_reported_then_pruned(tmp_path: Path, sim: KubeHost) -> None:
+    from lightkube import codecs
+
+    from provisioner.cli import main
+
+    site = write_site(tmp_path, sim, "paas-hosted")
+    lab_import(site)
+    assert install(site)[0] == 0
+    stray = {
+        "apiVersion": TENANT[0],
+        "kind": "Tenant",
+        "metadata": {"name": "stray", "namespace": "tenant-root"},
+        "spec": {"etcd": False},
+    }
+    client(sim.kubeconfig).apply(codecs.from_dict(stray), force=True)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(["-i", str(site), "tenants", "apply"]) == 0
+    assert "Tenant tenant-root/stray is not in the inventory (left alone; --prune deletes)" in err.getvalue()
+    assert "tenant-root/stray" in [f"{t.metadata.namespace}/{t.metadata.name}" for t in live(sim, *TENANT)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["-i", str(site), "tenants", "apply", "--prune"]) == 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(t.metadata.name == "stray" for t in live(sim, *TENANT)):
+        time.sleep(0.5)
+    assert sorted(t.metadata.name for t in live(sim, *TENANT)) == ["bar", "foo", "root"]
