@@ -1,6 +1,8 @@
-"""`provisioner up`: from powered-off servers to a formed management cluster.
+"""The work of ``up``'s hardware stages (the stages themselves: ``provisioner/pipeline/``).
 
-Read it top to bottom in ``run.py``; each node is walked through ``nodeflow.py``'s
-state machine, the cluster through ``clusterflow.py``; ``locks.py`` keeps two runs
-off the same rack, ``progress.py`` shows where each node stands.
+``nodeflow.py`` walks one node through its phases, ``clusterflow.py`` forms the cluster,
+``reset.py`` wipes nodes and keeps the records true; ``bmcgate.py`` (every BMC command of a
+run), ``talos_ops.py`` (the machine API, the test seam for a fake) and ``locks.py`` /
+``progress.py`` (two runs never drive the same rack; where each stage and node stands).
+Nothing here imports the pipeline that assembles it.
 """
