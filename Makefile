@@ -36,6 +36,7 @@ test-quick: setup
 # The lab's addresses exist only inside its namespace, so the tool runs there.
 up: setup
 	$(PROVISIONER) -i $(LAB_INVENTORY) lab up
+	$(PROVISIONER) -i $(LAB_INVENTORY) platform assets lab-import
 	$(PROVISIONER) -i $(LAB_INVENTORY) lab exec -- $(abspath $(PROVISIONER)) -i $(LAB_INVENTORY) up
 	$(PROVISIONER) -i $(LAB_INVENTORY) lab exec -- $(abspath $(PY)) -m provisioner.lab.kube wait-nodes --kubeconfig state/lab/kubeconfig --count 4
 
