@@ -6,8 +6,10 @@ lightkube, like a real controller: list+watch with resume (``informer``), server
 manager ``cozystack-simulator``, statuses through ``/status``, one active instance at a time through the
 Lease ``cozy-system/cozystack-simulator`` (``leader``). Its rules come from the upstream facts copied into
 ``provisioner/cozystack/upstream/`` (each module cites the note it follows); the pure rules live in
-``platform``, ``helmrelease``, ``tenancy``, ``storage``, ``virt`` and ``network``, the loop in
-``controller``. Dependencies: lightkube, PyYAML and the standard library (it also runs in the lab VMs).
+``platform``, ``helmrelease``, ``tenancy``, ``storage``, ``virt`` and ``network``; the loop and the
+HelmRelease controller in ``controller``, what reads the caches and writes in ``installer`` (v0/v1),
+``components`` and ``tenant_controller``. Dependencies: lightkube, PyYAML and the standard library
+(it also runs in the lab VMs).
 
 The contract, what a client sees:
 

@@ -7,6 +7,7 @@ APIService, for Tenant) is served.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +79,13 @@ def key(obj: dict[str, Any]) -> tuple[str, str]:
     """(namespace, name) of an object; namespace is "" for cluster-scoped ones."""
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def meta(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object's metadata ({} when absent)."""
+    return obj.get("metadata") or {}
+
+
+def now_text() -> str:
+    """The current time as Kubernetes writes condition times (RFC 3339, seconds, UTC)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
