@@ -199,6 +199,10 @@ def test_stuck_release_is_nudged_and_the_install_completes(tmp_path: Path, host:
         "cozy-cert-manager/cert-manager-crds"
     ]
     assert HelmReleases().done(ctx.layout)
+    from provisioner.report.platform import load as report_load  # the HTML report reads this record
+
+    view = report_load(ctx.layout.platform_stage("helmreleases"), "distro-hosted")
+    assert view.from_record and {r.state for r in view.releases.values()} == {"ready"}
     nudges = [line for line in ctx.progress.lines if line[1] == "nudge"]
     assert nudges and "cert-manager-crds (reconcile) after InstallFailed" in nudges[0][2]
 
@@ -230,3 +234,8 @@ def test_permanent_failure_names_the_root_and_its_blocked_dependents(tmp_path: P
         == "cozy-cert-manager/cert-manager-crds"
     )
     assert not HelmReleases().done(ctx.layout)
+    from provisioner.report.platform import load as report_load
+
+    view = report_load(ctx.layout.platform_stage("helmreleases"), "distro-hosted")
+    assert view.releases["cozy-cert-manager/cert-manager-crds"].state == "failed"
+    assert view.releases["cozy-system/lineage-controller-webhook"].state == "blocked"
