@@ -239,3 +239,37 @@ def test_permanent_failure_names_the_root_and_its_blocked_dependents(tmp_path: P
     view = report_load(ctx.layout.platform_stage("helmreleases"), "distro-hosted")
     assert view.releases["cozy-cert-manager/cert-manager-crds"].state == "failed"
     assert view.releases["cozy-system/lineage-controller-webhook"].state == "blocked"
+
+
+def test_api_ready_names_missing_and_mismatched_nodes(tmp_path: Path, host: KubeHost) -> None:
+    from lightkube import codecs
+    from lightkube.resources.core_v1 import Node
+    from lightkube.types import PatchType
+    from platform_sites import FULL
+
+    doc = json.loads(json.dumps(FULL))
+    doc["cluster"]["state_dir"] = str(tmp_path / "state")
+    for node in doc["nodes"]:
+        node["bmc"]["password"] = "env:UNUSED"
+    site_path = tmp_path / "site.yaml"
+    site_path.write_text(yaml.safe_dump(doc))
+    c = client(host.kubeconfig)
+    for name, ip in (("n11", "10.9.0.11"), ("n12", "10.9.0.99"), ("n13", "10.9.0.13")):  # n21 never registers
+        c.apply(
+            codecs.from_dict({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}), force=True
+        )
+        c.patch(
+            Node.Status,
+            name,
+            {"status": {"addresses": [{"type": "InternalIP", "address": ip}]}},
+            patch_type=PatchType.MERGE,
+        )
+    ctx = context(site_path, timeout=3)
+    ctx.kubeconfig = host.kubeconfig
+    with pytest.raises(StageFailed) as exc:
+        asyncio.run(ApiReady().run(ctx))
+    assert str(exc.value) == (
+        "Node n12 has InternalIP 10.9.0.99, inventory 10.9.0.12; "
+        "node n21 (10.9.0.21) is not registered as a Kubernetes Node"
+    )
+    assert not ApiReady().done(ctx.layout)
