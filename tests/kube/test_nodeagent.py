@@ -191,5 +191,8 @@ def test_control_plane_serves_with_the_cluster_ca_and_the_admin_kubeconfig(tmp_p
             kubelet.sync()  # the bootstrap token from the machine config is accepted
             out = kubectl(h, "get", "nodes", "-o", "jsonpath={.items[*].metadata.labels}")  # type: ignore[arg-type]
             assert "node-role.kubernetes.io/control-plane" in out.stdout
+            table = kubectl(h, "get", "nodes").stdout.split("\n")  # type: ignore[arg-type]
+            assert table[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+            assert table[1].split()[:3] == ["cp1", "NotReady", "control-plane"] and "v1.33.2" in table[1]
         finally:
             cp.stop()

@@ -1,4 +1,6 @@
 """``python -m provisioner.lab.kube serve ...``: run the API server stand-in in this process.
+``python -m provisioner.lab.kube wait-nodes --kubeconfig K --count N``: wait until kubectl (the
+machine's, an independent client) lists N Nodes, then print ``kubectl get nodes`` (``make up`` ends so).
 
 Started by ``provisioner lab kube up`` (host mode) and by the lab's control planes. Bad arguments
 exit 2 with a message naming the option; no traceback.
@@ -32,7 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--bookmark-interval", type=float, default=5.0)
     s.add_argument("--token-file", type=Path, help="bearer tokens accepted besides certificates, one a line")
     s.add_argument("--root", help="host-mode directory (recorded in the command line so `down` knows us)")
+    w = sub.add_parser("wait-nodes", help="wait until kubectl lists COUNT Nodes, then print them")
+    w.add_argument("--kubeconfig", required=True, type=Path)
+    w.add_argument("--count", type=int, required=True)
+    w.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
+    if args.command == "wait-nodes":
+        if not args.kubeconfig.is_file():
+            parser.exit(2, f"error: --kubeconfig: {args.kubeconfig} is not a file\n")
+        return wait_nodes(args.kubeconfig, args.count, args.timeout)
     try:
         faults = parse_faults(args.faults)
     except FaultSpecError as exc:
@@ -64,6 +74,30 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(settings))
     except OSError as exc:
         print(f"error: kube stand-in: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def wait_nodes(kubeconfig: Path, count: int, timeout: float) -> int:
+    """Poll ``kubectl get nodes`` until ``count`` Nodes are listed; print the table; 1 on timeout."""
+    import subprocess
+    import time
+
+    cmd = ["kubectl", "--kubeconfig", str(kubeconfig), "--request-timeout=10s", "get", "nodes"]
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while True:
+        res = subprocess.run([*cmd, "-o", "name"], capture_output=True, text=True)
+        have = len(res.stdout.split()) if res.returncode == 0 else 0
+        if have >= count or time.monotonic() > deadline:
+            break
+        if have != seen:
+            print(f"waiting for {count} Nodes ({have} registered)", file=sys.stderr, flush=True)
+            seen = have
+        time.sleep(2)
+    subprocess.run([*cmd, "-o", "wide"])
+    if have < count:
+        print(f"error: only {have} of {count} Nodes registered within {timeout:.0f}s", file=sys.stderr)
         return 1
     return 0
 

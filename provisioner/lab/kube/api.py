@@ -76,24 +76,46 @@ def _age(ts: str | None) -> str:
     return f"{max(secs, 0)}s"
 
 
+def _node_cells(o: dict[str, Any]) -> list[str]:
+    conds = (o.get("status") or {}).get("conditions") or []
+    ready = next((c.get("status") for c in conds if c.get("type") == "Ready"), "Unknown")
+    labels = (o.get("metadata") or {}).get("labels") or {}
+    roles = ",".join(sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")))
+    version = ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+    return ["Ready" if ready == "True" else "NotReady", roles or "<none>", version]
+
+
 def _table(objs: list[dict[str, Any]], rv: str, cont: str | None = None) -> dict[str, Any]:
-    """The ``meta.k8s.io/v1`` Table kubectl asks for when it prints (columns Name and Age)."""
+    """The ``meta.k8s.io/v1`` Table kubectl asks for when it prints (Name and Age; Nodes also show
+    Status, Roles and Version, as with the real server)."""
+    nodes = bool(objs) and objs[0].get("kind") == "Node"
     rows = []
     for o in objs:
         meta = o.get("metadata") or {}
+        cells = [meta.get("name", ""), _age(meta.get("creationTimestamp"))]
+        if nodes:
+            status, roles, version = _node_cells(o)
+            cells = [cells[0], status, roles, cells[1], version]
         rows.append(
             {
-                "cells": [meta.get("name", ""), _age(meta.get("creationTimestamp"))],
+                "cells": cells,
                 "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta},
             }
         )
+    names = ["Name", "Status", "Roles", "Age", "Version"] if nodes else ["Name", "Age"]
     doc: dict[str, Any] = {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": rv},
         "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0},
+            {
+                "name": n,
+                "type": "string",
+                "format": "name" if n == "Name" else "",
+                "description": n,
+                "priority": 0,
+            }
+            for n in names
         ],
         "rows": rows,
     }

@@ -45,7 +45,7 @@ from typing import Any
 log = logging.getLogger("kube-stand-in.node")
 
 API_PORT = 6443
-VIP_TTL = 6  # seconds: the VIP moves within about this plus one election interval
+VIP_TTL = 10  # seconds: the VIP moves within about this plus one election interval (and etcd's own)
 ELECTION_INTERVAL = 1.0
 LEASE_SECONDS = 40
 RENEW_INTERVAL = 10.0

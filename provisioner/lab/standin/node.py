@@ -201,6 +201,10 @@ class ConfiguredNode:
         if not self.opts.kube or self._kube_started:
             return
         self._kube_started = True
+        # in a thread: imports and key generation are slow under TCG, and Bootstrap must answer now
+        threading.Thread(target=self._kube_worker, name="kube-start", daemon=True).start()
+
+    def _kube_worker(self) -> None:
         try:
             from ..kube import nodeagent
 
