@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import InputError
 from ..fsutil import atomic_write
 from ..pipeline.base import Stage, StageFailed
 from ..tenants import tree_for
@@ -51,7 +52,14 @@ def kubeconfig_path(ctx: RunContext) -> Path:
 
 def open_kube(ctx: RunContext) -> Kube:
     """The API client for this run (``api_attempts`` in the options bounds the retries)."""
-    return Kube(kubeconfig_path(ctx), attempts=int(ctx.options.get("api_attempts") or 8))
+    path = kubeconfig_path(ctx)
+    if not path.is_file():
+        if ctx.site.cluster.bundle_spec.hosted:
+            raise InputError(f"hosted.kubeconfig: {path} does not exist")
+        raise InputError(
+            f"{path} does not exist yet: the cluster stage writes it (run `provisioner up` first)"
+        )
+    return Kube(path, attempts=int(ctx.options.get("api_attempts") or 8))
 
 
 def account(ctx: RunContext, kube: Kube, applier: Applier) -> None:
