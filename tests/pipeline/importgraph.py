@@ -35,14 +35,16 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """The ``provisioner`` modules ``name`` imports (the deepest known module of each name)."""
+def imports_of(name: str, path: Path, known: set[str], top_level: bool = False) -> set[str]:
+    """The ``provisioner`` modules ``name`` imports (the deepest known module of each name);
+    with ``top_level``, only the imports that run when the module is imported."""
     tree = ast.parse(path.read_text(), str(path))
     skip = _type_checking_lines(tree)
     is_pkg = path.name == "__init__.py"
     base = name.split(".") if is_pkg else name.split(".")[:-1]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    nodes = tree.body if top_level else ast.walk(tree)
+    for node in nodes:
         if getattr(node, "lineno", None) in skip:
             continue
         targets: list[str] = []
@@ -66,10 +68,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
+def graph(top_level: bool = False) -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
-    return {name: imports_of(name, path, known) for name, path in mods.items()}
+    return {name: imports_of(name, path, known, top_level) for name, path in mods.items()}
 
 
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:

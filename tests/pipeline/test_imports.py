@@ -97,8 +97,12 @@ def test_every_module_imports_on_its_own() -> None:
         importlib.import_module(name)
     loaded = [m for m in sys.modules if m == "provisioner" or m.startswith("provisioner.")]
     saved = {m: sys.modules.pop(m) for m in loaded}
+    # A module its own package imports at the top is imported, alone, exactly as that package
+    # is (the package comes first either way): importing the package covers it.
+    top = importgraph.graph(top_level=True)
+    alone = [m for m in sorted(GRAPH) if "." not in m or m not in top.get(m.rsplit(".", 1)[0], set())]
     try:
-        failures = {name: err for name in sorted(GRAPH) if (err := _import_alone(name)) is not None}
+        failures = {name: err for name in alone if (err := _import_alone(name)) is not None}
     finally:
         sys.modules.update(saved)
     assert failures == {}
