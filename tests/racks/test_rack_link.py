@@ -142,10 +142,10 @@ def rack(tmp_path: Path, sshd: Server, monkeypatch: pytest.MonkeyPatch) -> Itera
     inv.mkdir()
     bmc = {"protocol": "ipmi", "address": "127.0.0.1", "username": "a", "password": "env:RACK_LINK_TEST_PW"}
 
-    def node(name: str, ip: str, mac: str) -> dict[str, Any]:
+    def node(name: str, ip: str, mac: str, rack: str = "r1") -> dict[str, Any]:
         return {
             "name": name,
-            "rack": "r1",
+            "rack": rack,
             "role": "controlplane" if name == "cp1" else "worker",
             "boot": {"mac": mac},
             "ip": ip,
@@ -160,6 +160,7 @@ def rack(tmp_path: Path, sshd: Server, monkeypatch: pytest.MonkeyPatch) -> Itera
             "netboot": {"server": "127.0.0.1", "http_port": 8080},
         },
         "racks": [
+            {"name": "r0"},
             {
                 "name": "r1",
                 "boot_server": {
@@ -173,6 +174,7 @@ def rack(tmp_path: Path, sshd: Server, monkeypatch: pytest.MonkeyPatch) -> Itera
         "nodes": [
             node("cp1", "127.0.0.11", "52:54:00:cc:00:01"),
             node("w2", "127.0.0.12", "52:54:00:cc:00:02"),
+            node("w0", "127.0.0.10", "52:54:00:cc:00:03", rack="r0"),  # served by the local service
         ],
     }
     (inv / "site.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -273,16 +275,47 @@ def test_a_killed_session_is_resumed_with_no_event_lost_or_repeated(rack: Rack) 
     assert "dropped" in kinds and kinds.count("connected") >= 2
 
 
-def test_an_unreachable_boot_server_is_an_error_naming_it(rack: Rack) -> None:
+def _unreachable(site: Site) -> tuple[Site, int]:
+    """The site with every boot server moved to a port nothing listens on."""
     dead = _free_port()
-    site = rack.site.model_copy(
-        update={
-            "racks": [
-                r.model_copy(update={"boot_server": r.boot_server.model_copy(update={"port": dead})})
-                for r in rack.site.racks
-            ]
-        }
-    )
+    racks = [
+        r.model_copy(update={"boot_server": r.boot_server.model_copy(update={"port": dead})})
+        if r.boot_server
+        else r
+        for r in site.racks
+    ]
+    return site.model_copy(update={"racks": racks}), dead
+
+
+def test_an_unreachable_boot_server_is_an_error_naming_it(rack: Rack) -> None:
+    site, dead = _unreachable(rack.site)
     link = RackLink(site, "r1", site.select(("r1",)), rack.store, rack.events, timeout=3, dhcp=False)
     with pytest.raises(OperationError, match=rf"127\.0\.0\.1:{dead}"):
         link.start()
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, ...]] = []
+
+    def stage(self, *args: str) -> None:
+        self.lines.append(args)
+
+    def step(self, *args: str) -> None:
+        self.lines.append(args)
+
+
+def test_up_fails_an_unreachable_racks_nodes_with_the_reason_and_keeps_the_others(rack: Rack) -> None:
+    from provisioner.pipeline.boot_servers import BootServers
+    from provisioner.pipeline.context import RunContext
+
+    site, dead = _unreachable(rack.site)
+    ctx = RunContext.for_site(site, _Progress(), nodes=list(site.nodes))
+    with BootServers(ctx, list(site.nodes)) as servers:
+        assert [n.name for n in ctx.selected] == ["w0"]  # rack r0 goes on
+        assert set(servers.failed) == {"r1"} and servers.links == []
+    for name in ("cp1", "w2"):
+        error = ctx.store.node(name).error or ""
+        assert "boot server of rack r1" in error and f"127.0.0.1:{dead}" in error
+        assert ctx.outcomes[name].ok is False
+    assert ctx.store.node("w0").error is None
