@@ -131,16 +131,15 @@ class EtcdGateway:
             for attempt in range(2):
                 fresh = not self._idle
                 try:
-                    if fresh:
-                        conn = await asyncio.wait_for(
-                            asyncio.open_connection(self.host, self.port), self.timeout
-                        )
-                    else:
-                        conn = self._idle.pop()
-                    reader, writer = conn
-                    writer.write(request)
-                    status, headers = await asyncio.wait_for(_read_head(reader), self.timeout)
-                    data = await asyncio.wait_for(_read_body(reader, headers), self.timeout)
+                    async with asyncio.timeout(self.timeout):  # cheaper than wait_for: no extra task
+                        if fresh:
+                            conn = await asyncio.open_connection(self.host, self.port)
+                        else:
+                            conn = self._idle.pop()
+                        reader, writer = conn
+                        writer.write(request)
+                        status, headers = await _read_head(reader)
+                        data = await _read_body(reader, headers)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     with contextlib.suppress(Exception):
                         conn[1].close()  # type: ignore[possibly-undefined]
