@@ -142,6 +142,11 @@ test-kube: setup
 bench-kube: setup
 	$(PY) benchmarks/bench_kube.py
 
+# The same API in the lab: a list of 100 HelmReleases through the VIP under TCG (target <= 2 s).
+.PHONY: bench-kube-lab
+bench-kube-lab: lab-setup
+	$(PY) benchmarks/bench_kube_lab.py
+
 # Cozystack simulator (provisioner/lab/kube/cozysim/): unit tests of its rules, then integration tests
 # against a host cluster (real etcd, the API server stand-in, the simulator as its own process).
 .PHONY: test-cozysim

@@ -189,3 +189,12 @@ def test_vip_moves_when_its_holder_is_powered_off(lab: LabRun) -> None:
     assert got.returncode == 0 and got.stdout == "v", got.stderr
     print(f"VIP moved from {holder} to {new} in {moved:.1f} s")
     Path(lab.workdir / "vip-failover.txt").write_text(f"{holder} -> {new} in {moved:.1f} s\n")
+
+
+def test_list_of_100_helmreleases_through_the_vip_takes_at_most_2_s(lab: LabRun) -> None:
+    argv = [sys.executable, "-m", "provisioner.lab.kube.probe", str(lab.state / "kubeconfig"), "100"]
+    res = subprocess.run(netns.exec_argv(lab.namespace, argv), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    fig = json.loads(res.stdout)
+    print(f"lab: list of 100 HelmReleases through the VIP: {fig['seconds']:.2f} s, {fig['bytes']} bytes")
+    assert fig["seconds"] <= 2.0
