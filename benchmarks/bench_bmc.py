@@ -100,10 +100,9 @@ def load_site(workdir: Path, nodes: list[dict[str, Any]]) -> Site:
             "management": {"subnet": "10.1.0.0/16", "gateway": "10.1.255.254"},
             "netboot": {"server": "10.1.255.254"},
         },
-        "racks": sorted(({"name": n["rack"]} for n in nodes), key=lambda r: r["name"]),
+        "racks": [{"name": r} for r in sorted({str(n["rack"]) for n in nodes})],
         "nodes": nodes,
     }
-    doc["racks"] = [dict(t) for t in dict.fromkeys(tuple(r.items()) for r in doc["racks"])]
     path = workdir / "site.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_inventory(path).site

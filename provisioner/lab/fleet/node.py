@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -45,6 +45,7 @@ from ..standin.backend import (
     AlreadyExists,
     ApplyMode,
     ApplyResult,
+    Backend,
     EtcdMember,
     NotReady,
     PreconditionFailed,
@@ -254,7 +255,13 @@ class FleetMachine:
     async def _serve_installed(self, gen: int) -> None:
         ca_crt, cert = await asyncio.to_thread(self._tls_material)
         server = await apid.serve_configured(
-            self.ip, apid.APID_PORT, FleetBackend(self), ca_crt, None, [self.ip], server_cert=cert
+            self.ip,
+            apid.APID_PORT,
+            cast(Backend, FleetBackend(self)),  # async methods: apid awaits them (see apid._call)
+            ca_crt,
+            None,
+            [self.ip],
+            server_cert=cert,
         )
         if not self._current(gen):
             await server.stop()
