@@ -37,7 +37,7 @@ def run_stages(
 ) -> int:
     """Run the platform stages for the app's site; 0 done, 1 a stage failed."""
     from ..cozystack.progress import PlatformProgress
-    from ..cozystack.stages import PLATFORM_STAGES
+    from ..cozystack.stages import PLATFORM_STAGES, stale
     from ..events import EventLog
     from ..fsutil import private_dir
     from ..layout import StateLayout
@@ -65,7 +65,7 @@ def run_stages(
                 continue
             if not stage.applies(bundle):
                 continue
-            if stage.done(layout) and not redo:
+            if stage.done(layout) and not redo and not stale(stage, site, layout):
                 progress.stage(stage.name, "skipped", "recorded as done")
                 continue
             progress.stage(stage.name, "running", "starting")

@@ -106,6 +106,42 @@ def _deadline(ctx: RunContext) -> float:
     return time.monotonic() + float(ctx.options.get("timeout") or ctx.site.cluster.timeouts.platform)
 
 
+def inputs_digest(name: str, site: Site) -> str:
+    """A digest of what stage ``name`` derives from the inventory (and pinned assets), recorded
+    with its completion: when the inventory changes, ``stale`` tells a rerun to run it again."""
+    from .apply import digest
+
+    v1 = cozystack_major(site.cluster.cozystack_version) == 1
+    parts: dict[str, Any] = {"bundle": site.cluster.bundle.value, "version": site.cluster.cozystack_version}
+    if name == "api-ready":
+        parts["nodes"] = {n.name: str(n.ip) for n in site.nodes}
+    elif name == "contract":
+        parts["objects"] = manifests.platform_package(site) if v1 else manifests.configmap(site)
+    elif name == "installer-assets":
+        parts["assets"] = assets.pins(site)
+        parts["endpoint"] = site.api_endpoint
+    elif name == "helmreleases":
+        parts["expected"] = sorted(expected_for(site))
+    elif name == "storage":
+        parts["objects"] = [*manifests.satellite_configurations(site), *manifests.storage_classes(site)]
+    elif name == "networking":
+        parts["objects"] = manifests.metallb_objects(site)
+        parts["external"] = [str(ip) for ip in site.platform.expose_external_ips]
+    elif name == "tenants":
+        parts["objects"] = manifests.tenant_objects(site, v1)
+    return digest(parts)
+
+
+def stale(stage: Stage, site: Site, layout: StateLayout) -> bool:
+    """True when ``stage`` is recorded as done for other inputs than the site's current ones."""
+    rec = read_record(layout, stage.name)
+    if not rec:
+        return False
+    if stage.name == "helmreleases":  # its record's shape is fixed (the HTML report reads it)
+        return set(rec.get("releases") or {}) != set(expected_for(site))
+    return rec.get("inputs") not in (None, inputs_digest(stage.name, site))
+
+
 class _PlatformStage:
     """Common parts: applies to every bundle, done when the record says completed."""
 
@@ -128,6 +164,7 @@ class _PlatformStage:
         record.update(
             {
                 "stage": self.name,
+                "inputs": inputs_digest(self.name, ctx.site),
                 "completed": time.time(),
                 "writes": len(applier.written),
                 "skipped": len(applier.skipped),

@@ -86,6 +86,17 @@ def test_contract_and_installer_then_a_rerun_writes_nothing(
     assert _last_json(capsys)["writes"] == 0
     assert writes(request_counts(host.kubeconfig)) == 0
 
+    # The inventory changes: a plain rerun runs the stale stage again and writes only what changed.
+    doc = yaml.safe_load(site.read_text())
+    doc["platform"] = {"expose_services": ["api", "dashboard", "vm-exportproxy"]}
+    site.write_text(yaml.safe_dump(doc))
+    assert main(["-i", str(site), "-o", "json", "platform", "install", *STAGES]) == 0
+    assert _last_json(capsys)["written"] == ["ConfigMap cozy-system/cozystack"]
+    cm = c.get(resource_class("v1", "ConfigMap"), "cozystack", namespace="cozy-system")
+    assert cm.data["expose-services"] == "api,dashboard,vm-exportproxy"
+    assert main(["-i", str(site), "-o", "json", "platform", "install", *STAGES]) == 0
+    assert _last_json(capsys)["written"] == []
+
 
 def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
     text = capsys.readouterr().out
