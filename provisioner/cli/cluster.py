@@ -37,23 +37,68 @@ def register(cli: click.Group) -> None:
     default="auto",
     help="Progress display (json with --output json).",
 )
+@click.option(
+    "--pin",
+    "pins",
+    multiple=True,
+    metavar="NODE=SHA256",
+    help="The certificate pin a node in maintenance mode shows on its console: its config is "
+    "sent over the maintenance API only to the machine holding that key (repeatable).",
+)
+@click.option(
+    "--insecure-apply",
+    is_flag=True,
+    help="Send configs over the maintenance API without checking the machine's identity (logged).",
+)
 @pass_app
-def up(app: App, bmc_concurrency: int, per_rack: int, progress_mode: str) -> int:
+def up(
+    app: App,
+    bmc_concurrency: int,
+    per_rack: int,
+    progress_mode: str,
+    pins: tuple[str, ...],
+    insecure_apply: bool,
+) -> int:
     """Provision the selected nodes and form the cluster; rerun to resume."""
     from ..pipeline.up import up as run_up
 
     site = app.site
     nodes = app.selected()
+    options: dict[str, Any] = {"pins": _parse_pins(site, pins), "insecure_apply": insecure_apply}
     # Said first, on stderr: a run from an unexpected directory shows which state it uses.
     click.echo(f"state directory: {site.state_dir}", err=True)
     StateStore(site.state_dir).check(n.name for n in nodes)  # malformed records: exit 2, nothing touched
     if app.output == "json" and progress_mode == "auto":
         progress_mode = "json"
     result = run_up(
-        site, nodes, progress_mode=progress_mode, bmc_concurrency=bmc_concurrency, per_rack=per_rack
+        site,
+        nodes,
+        progress_mode=progress_mode,
+        bmc_concurrency=bmc_concurrency,
+        per_rack=per_rack,
+        options=options,
     )
     emit(result.as_dict(), _summary_text)
     return 0 if result.ok else 1
+
+
+def _parse_pins(site: Any, pins: tuple[str, ...]) -> dict[str, str]:
+    """``--pin NODE=SHA256`` -> {node: lowercase hex}; a bad one is a usage error (exit 2)."""
+    from ..talosapi.tls import normalize_pin
+
+    out: dict[str, str] = {}
+    known = {n.name for n in site.nodes}
+    for item in pins:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise click.BadParameter(
+                f"{item!r}: expected NODE=SHA256 with NODE a node of the inventory", param_hint="--pin"
+            )
+        try:
+            out[name] = normalize_pin(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{name}: {exc}", param_hint="--pin") from None
+    return out
 
 
 def _summary_text(d: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from ..bmc import BMCController, BMCError, BootDevice
 from ..events import CONFIG_FETCH
 from ..inventory.model import ConfigDelivery, Node, Role, Timeouts
 from ..state import NodeRecord, Phase
+from ..talosapi.errors import TalosTLSError
 
 if TYPE_CHECKING:
     from ..pipeline.context import RunContext
@@ -114,9 +115,42 @@ def _config_fetched_since(ctx: RunContext, node: Node, since: int) -> bool:
     )
 
 
+def _pin(ctx: RunContext, node: Node) -> str | None:
+    pins: dict[str, str] = ctx.options.get("pins") or {}
+    return pins.get(node.name)
+
+
+def _may_apply(ctx: RunContext, node: Node) -> bool:
+    """Whether a machine config may go over the maintenance API to ``node``'s address: only
+    to a machine identified by the certificate pin its console shows (``--pin``), or when the
+    operator accepted the risk (``--insecure-apply``). A control-plane config carries the
+    cluster's CA keys; whatever answers TLS on the address must not get it by default."""
+    return _pin(ctx, node) is not None or bool(ctx.options.get("insecure_apply"))
+
+
 async def _apply(ctx: RunContext, node: Node) -> None:
+    pin = _pin(ctx, node)
+    if pin is None:
+        if not ctx.options.get("insecure_apply"):
+            raise NodeFailed(
+                f"refusing to send its machine config (it carries the cluster's keys) to whatever "
+                f"answers on {node.ip}:50000 in maintenance mode: give the certificate pin the node "
+                f"shows on its console with --pin {node.name}=<sha256>, or accept the risk with "
+                "--insecure-apply"
+            )
+        ctx.progress.step(
+            node.name, "identity", "applying without an identity check (--insecure-apply)", "warning"
+        )
     data = ctx.layout.config(node.name).read_bytes()
-    await _talos(ctx).apply_config(str(node.ip), data)
+    try:
+        await _talos(ctx).apply_config(str(node.ip), data, pin)
+    except TalosTLSError as exc:
+        if pin is None:
+            raise
+        raise NodeFailed(
+            f"the machine answering on {node.ip} is not {node.name} (its certificate does not match "
+            f"--pin): no config was sent ({exc.detail})"
+        ) from None
 
 
 async def wait_for_boot(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRecord:
@@ -187,13 +221,23 @@ async def wait_installed(ctx: RunContext, node: Node) -> NodeRecord:
             next_maintenance_check = time.monotonic() + MAINTENANCE_GRACE
             if await _talos(ctx).maintenance_ready(str(node.ip)):
                 reapplied += 1
-                ctx.progress.step(
-                    node.name,
-                    "installing",
-                    "node is in maintenance mode: applying its config over the API",
-                    "retry",
-                )
-                await _apply(ctx, node)
+                if _may_apply(ctx, node):
+                    ctx.progress.step(
+                        node.name,
+                        "installing",
+                        "node is in maintenance mode: applying its config over the API",
+                        "retry",
+                    )
+                    await _apply(ctx, node)
+                else:  # URL delivery: boot it again, so it fetches the config only its address gets
+                    ctx.progress.step(
+                        node.name,
+                        "installing",
+                        "node is in maintenance mode: network-booting it again to fetch its config",
+                        "retry",
+                    )
+                    await _bmc(ctx, node, "boot device pxe", _pxe_once)
+                    await _bmc(ctx, node, "power cycle", lambda c: c.power_cycle())
         await asyncio.sleep(ctx.poll)
     raise NodeFailed(f"the installed OS did not answer within {timeouts.install:.0f}s")
 

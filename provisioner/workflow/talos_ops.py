@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import InputError
-from ..talosapi.client import EtcdMember, RetryPolicy, TalosClient
+from ..talosapi.client import APID_PORT, EtcdMember, RetryPolicy, TalosClient
 from ..talosapi.errors import TalosApiError, TalosRefused, TalosUnavailable
 from ..talosapi.modes import ApplyMode
 from ..talosapi.talosconfig import load_credentials
@@ -47,8 +47,10 @@ class TalosAccess(Protocol):
         """True once the node's maintenance API answers (it booted without a config)."""
         ...
 
-    async def apply_config(self, ip: str, data: bytes) -> None:
-        """Send the machine config to a node in maintenance mode; it installs and reboots."""
+    async def apply_config(self, ip: str, data: bytes, pin: str | None = None) -> None:
+        """Send the machine config to a node in maintenance mode; it installs and reboots.
+        With ``pin`` (the SPKI SHA-256 the node prints on its console) the server's key is
+        checked before anything is sent; a mismatch raises ``TalosTLSError``."""
         ...
 
     async def secure_version(self, ip: str) -> str | None:
@@ -72,9 +74,10 @@ class TalosAccess(Protocol):
 class TalosOps:
     """The real machine API, with the talosconfig's credentials loaded once per run."""
 
-    def __init__(self, talosconfig: Path | None, probe_timeout: float = 5.0) -> None:
+    def __init__(self, talosconfig: Path | None, probe_timeout: float = 5.0, port: int = APID_PORT) -> None:
         self.talosconfig = talosconfig
         self.probe_timeout = probe_timeout
+        self.port = port  # apid's port (50000); tests serve a stand-in elsewhere
         self._mtls: ssl.SSLContext | None = None
 
     def _context(self) -> ssl.SSLContext:
@@ -87,18 +90,20 @@ class TalosOps:
         return self._mtls
 
     def _secure(self, ip: str, timeout: float, retry: RetryPolicy | None = None) -> TalosClient:
-        return TalosClient(ip, self._context(), timeout=timeout, retry=retry)
+        return TalosClient(ip, self._context(), port=self.port, timeout=timeout, retry=retry)
 
     async def maintenance_ready(self, ip: str) -> bool:
-        async with TalosClient.maintenance(ip, timeout=self.probe_timeout, retry=_PROBE) as client:
+        async with TalosClient.maintenance(
+            ip, port=self.port, timeout=self.probe_timeout, retry=_PROBE
+        ) as client:
             try:
                 await client.version()
             except TalosApiError:
                 return False
         return True
 
-    async def apply_config(self, ip: str, data: bytes) -> None:
-        async with TalosClient.maintenance(ip, timeout=60.0) as client:
+    async def apply_config(self, ip: str, data: bytes, pin: str | None = None) -> None:
+        async with TalosClient.maintenance(ip, port=self.port, pin=pin, timeout=60.0) as client:
             await client.apply_configuration(data, mode=ApplyMode.REBOOT)
 
     async def secure_version(self, ip: str) -> str | None:

@@ -17,6 +17,7 @@ cluster:
   name: fake
   bundle: distro-full
   state_dir: {state}
+  talos: {{config_delivery: {delivery}}}
   timeouts: {{boot: {boot}, boot_retries: {retries}, install: 5, etcd: 5, bmc_command: 1}}
 networks:
   management: {{subnet: 10.98.0.0/24, gateway: 10.98.0.1, vip: 10.98.0.10}}
@@ -40,7 +41,12 @@ _SECRETS: dict[str, bytes] = {}
 
 
 def make_site(
-    tmp_path: Path, boot: float = 10.0, retries: int = 1, protocol: str = "ipmi", extra: str = ""
+    tmp_path: Path,
+    boot: float = 10.0,
+    retries: int = 1,
+    protocol: str = "ipmi",
+    extra: str = "",
+    delivery: str = "url",
 ) -> Site:
     """The fake site: 3 control planes and a worker over two racks. Its secrets bundle is made
     once per test session and copied in (an RSA-4096 key takes seconds to generate)."""
@@ -52,6 +58,7 @@ def make_site(
     ]
     text = SITE.format(
         state=tmp_path / "state",
+        delivery=delivery,
         boot=boot,
         retries=retries,
         nodes="".join(

@@ -28,6 +28,7 @@ from provisioner.bmc import (
 from provisioner.events import CONFIG_FETCH, EventLog
 from provisioner.inventory.model import Node
 from provisioner.talosapi.client import EtcdMember
+from provisioner.talosapi.errors import TalosTLSError
 from provisioner.workflow.talos_ops import TalosUnavailable
 
 FAST_BMC = ControllerSettings(
@@ -55,6 +56,8 @@ class Machine:
     override: BootOverride = field(default_factory=lambda: BootOverride(None, False, True))
     installed_at: float | None = None  # monotonic time from which the installed OS answers
     silent: bool = False  # network boot never reaches the config fetch
+    spki: str = "ab" * 32  # the key pin its maintenance mode shows on the console
+    lose_install_once: bool = False  # its first install is cut short: it comes up in maintenance
     dead_bmc: bool = False
     log: list[str] = field(default_factory=list)  # BMC actions, in order
 
@@ -71,8 +74,14 @@ class World:
     """Every machine of the fake site, and the etcd they would form."""
 
     def __init__(
-        self, nodes: list[Node], events: Path, boot_delay: float = 0.05, install_delay: float = 0.05
+        self,
+        nodes: list[Node],
+        events: Path,
+        boot_delay: float = 0.05,
+        install_delay: float = 0.05,
+        apply_delivery: bool = False,
     ):
+        self.apply_delivery = apply_delivery  # network boot ends in maintenance mode, no fetch
         self.machines = {n.name: Machine(n.name, str(n.ip), n.role.value == "controlplane") for n in nodes}
         self.by_ip = {m.ip: m for m in self.machines.values()}
         self.events = EventLog(events)
@@ -92,13 +101,16 @@ class World:
             m.override = BootOverride(None, False, m.override.uefi)
         if m.installed_at is not None and not pxe:
             return
-        if pxe and not m.silent:
+        if pxe and not m.silent and not self.apply_delivery:
             threading.Timer(self.boot_delay, self._fetch, (m,)).start()
 
     def _fetch(self, m: Machine) -> None:
         if m.power is not PowerState.ON:
             return
         self.events.append(CONFIG_FETCH, node=m.name, ip=m.ip)
+        if m.lose_install_once:
+            m.lose_install_once = False
+            return
         self.calls[f"install:{m.name}"] += 1
         m.installed_at = time.monotonic() + self.install_delay
 
@@ -173,9 +185,15 @@ class FakeTalos:
         m = self._machine(ip)
         return m.power is PowerState.ON and m.installed_at is None
 
-    async def apply_config(self, ip: str, data: bytes) -> None:
+    async def apply_config(self, ip: str, data: bytes, pin: str | None = None) -> None:
+        m = self._machine(ip)
+        if pin is not None and pin != m.spki:
+            raise TalosTLSError(
+                f"{ip}:50000", "ApplyConfiguration", "server certificate does not match the pin"
+            )
         self.world.calls["apply"] += 1
-        self._machine(ip).installed_at = time.monotonic() + self.world.install_delay
+        self.world.calls[f"install:{m.name}"] += 1
+        m.installed_at = time.monotonic() + self.world.install_delay
 
     async def secure_version(self, ip: str) -> str | None:
         return "v1.11.6-fake" if self._machine(ip).answers_mtls else None

@@ -50,7 +50,8 @@ def test_pip_install_renders_configs(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     nodes = NODE.format(name="cp1", rack="r1", role="controlplane", i=1, ip=11, protocol="ipmi", extra="")
-    (site / "site.yaml").write_text(SITE.format(state=site / "state", boot=60, retries=1, nodes=nodes))
+    text = SITE.format(state=site / "state", delivery="url", boot=60, retries=1, nodes=nodes)
+    (site / "site.yaml").write_text(text)
     script = (
         "import sys, provisioner\n"
         "from provisioner.cli import main\n"
