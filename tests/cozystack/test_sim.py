@@ -305,3 +305,21 @@ def test_tenants_not_in_the_inventory_are_reported_then_pruned(tmp_path: Path, s
     while time.monotonic() < deadline and any(t.metadata.name == "stray" for t in live(sim, *TENANT)):
         time.sleep(0.5)
     assert sorted(t.metadata.name for t in live(sim, *TENANT)) == ["bar", "foo", "root"]
+
+
+def test_external_ips_instead_of_metallb(tmp_path: Path, sim: KubeHost) -> None:
+    from lightkube.resources.core_v1 import Service
+
+    site = write_site(tmp_path, sim, "paas-full")
+    doc = yaml.safe_load(site.read_text())
+    del doc["networks"]["metallb"]
+    doc["platform"] = {"expose_external_ips": ["192.168.77.11", "192.168.77.12"]}
+    site.write_text(yaml.safe_dump(doc))
+    lab_import(site)
+    rc, summary, err = install(site)
+    assert rc == 0, err
+    rec = json.loads((tmp_path / "state/platform/helmreleases.json").read_text())
+    assert "cozy-metallb/metallb" not in rec["releases"]  # bundle-disable: metallb, added for external IPs
+    svc = client(sim.kubeconfig).get(Service, "root-ingress-controller", namespace="tenant-root")
+    assert sorted(svc.spec.externalIPs) == ["192.168.77.11", "192.168.77.12"]
+    assert not any(w.startswith("IPAddressPool") for w in summary["written"])
