@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from cozysim_lab import PAAS, Lab, condition, is_ready, lab_cluster, wait_for
+from cozysim_lab import PAAS, HTTPError, Lab, condition, is_ready, lab_cluster, wait_for
 
 from provisioner.lab.kube.cozysim import kinds, upstream
 
@@ -15,30 +15,39 @@ from provisioner.lab.kube.cozysim import kinds, upstream
 SYSTEM_APPS = {"paas-full": 76, "paas-hosted": 51, "distro-full": 41, "distro-hosted": 6}
 
 
-def _watch_until_ready(lab: Lab, since: str, expected: int, timeout: float = 90.0) -> dict[str, Any]:
-    """Replay HelmRelease events from resourceVersion ``since``; per release: first Ready rv, waited?"""
+def _watch_until_ready(lab: Lab, since: str, expected: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Replay HelmRelease events from resourceVersion ``since``; per release: first Ready rv, waited?
+
+    A dropped watch connection (the stand-in closes idle keep-alive connections) is resumed from the
+    last resourceVersion seen, so no event is lost or counted twice.
+    """
     ready_at: dict[str, int] = {}
     waited: set[str] = set()
     last: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
-    for _, obj in lab.client.watch(
-        kinds.HELMRELEASE.res, namespace="*", resource_version=since, server_timeout=5
-    ):
-        hr = kinds.as_dict(obj)
-        key = f"{hr['metadata']['namespace']}/{hr['metadata']['name']}"
-        last[key] = hr
-        if condition(hr).get("reason") == "DependencyNotReady":
-            waited.add(key)
-        if is_ready(hr) and key not in ready_at:
-            ready_at[key] = int(hr["metadata"]["resourceVersion"])
-        system = [
-            k for k, v in last.items() if v["metadata"].get("labels", {}).get("cozystack.io/system-app")
-        ]
-        if len(system) >= expected and all(k in ready_at for k in last):
-            break
+    while True:
+        try:
+            for _, obj in lab.client.watch(
+                kinds.HELMRELEASE.res, namespace="*", resource_version=since, server_timeout=5
+            ):
+                hr = kinds.as_dict(obj)
+                since = hr["metadata"]["resourceVersion"]
+                key = f"{hr['metadata']['namespace']}/{hr['metadata']['name']}"
+                last[key] = hr
+                if condition(hr).get("reason") == "DependencyNotReady":
+                    waited.add(key)
+                if is_ready(hr) and key not in ready_at:
+                    ready_at[key] = int(since)
+                labels = [v["metadata"].get("labels", {}) for v in last.values()]
+                system = [x for x in labels if x.get("cozystack.io/system-app")]
+                if len(system) >= expected and all(k in ready_at for k in last):
+                    return {"ready_at": ready_at, "waited": waited, "last": last}
+                if time.monotonic() > deadline:
+                    break
+        except HTTPError:
+            pass
         if time.monotonic() > deadline:
             pytest.fail(f"not all HelmReleases Ready after {timeout}s: {sorted(set(last) - set(ready_at))}")
-    return {"ready_at": ready_at, "waited": waited, "last": last}
 
 
 @pytest.mark.parametrize("bundle", upstream.BUNDLES)
