@@ -88,6 +88,14 @@ class Lab:
             )
         )
 
+    def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
+        """Delete, retrying faults; a retry that finds the object gone is the delete having worked."""
+        try:
+            retrying(lambda: self.client.delete(kind.res, name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         try:
             return retrying(lambda: kinds.as_dict(self.client.get(kind.res, name, namespace=namespace)))

@@ -89,7 +89,7 @@ def test_seed_tenant_tree_labels_hosts_and_releases() -> None:
             lab.apply(kinds.TENANT, _tenant("foo-bar", "tenant-root"))
         assert refused.value.status.code == 422
 
-        lab.client.delete(kinds.TENANT.res, "bar", namespace="tenant-foo")
+        lab.delete(kinds.TENANT, "bar", "tenant-foo")
         wait_for(
             "tenant bar's release and namespace to go",
             lambda: (
