@@ -323,6 +323,16 @@ def _platform(site: Site, bundle: Bundle) -> Iterator[Finding]:
             f"bundle {bundle.name} has no variant in Cozystack {version}: use {alternatives} with {version}, "
             f"or keep {bundle.name} with cozystack_version v0.41.11",
         )
+    if bundle.has_multitenancy:
+        from .tenants import tree_for
+
+        serving = [n.namespace for n in tree_for(site).walk() if n.spec.ingress]
+        if plat.expose_ingress not in serving:
+            yield Finding(
+                ("platform", "expose_ingress"),
+                f"{plat.expose_ingress!r} is not a tenant namespace that runs an ingress "
+                f"(tenants with ingress: {', '.join(serving) or 'none'})",
+            )
     if plat.expose_external_ips and site.networks is not None and site.networks.metallb is not None:
         yield Finding(
             ("platform", "expose_external_ips"),

@@ -124,3 +124,13 @@ def test_validate_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_examples_validate(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = Path(__file__).parents[2] / "inventory" / "examples" / name
     assert main(["-i", str(path), "validate"]) == 0, capsys.readouterr().err
+
+
+def test_expose_ingress_must_be_a_tenant_running_an_ingress(tmp_path: Path) -> None:
+    text = errors(tmp_path, data(platform={"expose_ingress": "tenant-dev"}))
+    assert "platform.expose_ingress: 'tenant-dev' is not a tenant namespace that runs an ingress" in text
+    assert "(tenants with ingress: tenant-root, tenant-team)" in text
+    assert (
+        load(tmp_path, data(platform={"expose_ingress": "tenant-team"})).site.platform.expose_ingress
+        == "tenant-team"
+    )
