@@ -24,7 +24,7 @@ from ..inventory.model import Node
 from ..layout import StateLayout
 from ..state import Phase
 from ..workflow import clusterflow, nodeflow
-from ..workflow.locks import cluster_lock
+from ..workflow.locks import LockBusy, cluster_lock
 from .base import Stage, StageFailed
 from .context import NodeOutcome, RunContext
 
@@ -59,9 +59,13 @@ class ConfigsStage:
         return False
 
     async def run(self, ctx: RunContext) -> None:
+        from ..fsutil import locked
         from ..talos.configs import generate_configs
 
-        generate_configs(ctx.site)
+        # Under the site lock: concurrent runs (one per rack) never write a config at once;
+        # unchanged files are not rewritten.
+        with locked(ctx.layout.locks_dir / "site.lock"):
+            generate_configs(ctx.site)
 
 
 class NetbootStage:
@@ -155,8 +159,20 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
             return
         await asyncio.sleep(ctx.poll)
     try:
-        with cluster_lock(ctx.layout.locks_dir):
+        # Concurrent runs (one per rack) meet here: whoever holds the lock forms the cluster,
+        # the others wait for it, then find each step done (bootstrap is guarded by the record).
+        while True:
+            try:
+                lock = cluster_lock(ctx.layout.locks_dir)
+                lock.__enter__()
+                break
+            except LockBusy:
+                ctx.progress.cluster("waiting", "another run is forming the cluster")
+                await asyncio.sleep(ctx.poll)
+        try:
             await clusterflow.form(ctx)
+        finally:
+            lock.__exit__(None, None, None)
         ctx.cluster_status, ctx.cluster_error = "formed", None
     except Exception as exc:  # reported per run, never a traceback
         ctx.cluster_failed.set()

@@ -68,11 +68,13 @@ class UpResult:
 
 
 def _netboot(ctx: RunContext, pending: list[Node]) -> contextlib.AbstractContextManager[Any]:
-    from ..netboot.service import NetbootService  # dnsmasq and the HTTP server, only when needed
+    # The site's service is shared with concurrent runs (another rack's `up`): the first run
+    # starts it, later ones attach, it stops when the last leaves.
+    from ..netboot.shared import SharedNetboot
     from .boot_servers import BootServers  # racks behind boot servers: pushed and linked live
 
     with contextlib.ExitStack() as stack:  # a failure while entering closes what was entered
-        stack.enter_context(NetbootService(ctx.site, ctx.store, ctx.events, nodes=pending))
+        stack.enter_context(SharedNetboot(ctx.site, pending))
         if any(r.boot_server is not None for r in ctx.site.racks):
             stack.enter_context(BootServers(ctx, pending))
         return stack.pop_all()

@@ -29,8 +29,8 @@ def _imports(prefix: str, target: str) -> list[tuple[str, str]]:
 
 
 def test_the_graph_sees_lazy_imports() -> None:
-    # pipeline.up imports the netboot service inside a function: it must still be an edge.
-    assert "provisioner.netboot.service" in GRAPH["provisioner.pipeline.up"]
+    # pipeline.up imports the (shared) netboot service inside a function: it must still be an edge.
+    assert "provisioner.netboot.shared" in GRAPH["provisioner.pipeline.up"]
     # ...and an import under TYPE_CHECKING is not one (nodeflow only names RunContext in types).
     assert "provisioner.pipeline.context" not in GRAPH["provisioner.workflow.nodeflow"]
 

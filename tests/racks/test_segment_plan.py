@@ -132,3 +132,11 @@ def test_a_rack_without_a_dhcp_setting_keeps_the_sites_mode(tmp_path: Path) -> N
     site = _site(tmp_path, (", dhcp: proxy}", "}"))
     rsite = remote.build_bundle.__globals__["rack_site"](site, "192.168.78.140", 8080, "eth0", "r2")
     assert rsite.networks is not None and rsite.networks.management.dhcp.mode.value == "reservations"
+
+
+def test_the_standin_takes_its_ramdisk_url_under_a_name_the_efi_stub_leaves_alone() -> None:
+    from provisioner.lab.standin.bootflow import ARG_INITRD, parse_cmdline
+
+    args = parse_cmdline("initrd=initramfs-amd64.xz standin.ramdisk=http://192.168.78.1:8080/assets/i.xz")
+    assert args[ARG_INITRD] == "http://192.168.78.1:8080/assets/i.xz"
+    assert "initrd=" not in "standin.ramdisk=http://x"  # what Linux's EFI stub scans for

@@ -30,6 +30,9 @@ TOTAL_TIMEOUT = 3 * 3600.0
 ARG_BOOT = "standin.boot"  # "disk" when extlinux booted the installed copy
 ARG_KERNEL = "standin.kernel"  # URL of the kernel to install (the netboot service's copy)
 ARG_INITRD = "standin.initrd"  # URL of the initramfs to install
+# The same under UEFI: Linux's EFI stub takes any ``initrd=`` in the command line, even inside
+# ``standin.initrd=``, as a file to load itself, and fails the boot; this name avoids that.
+ARG_RAMDISK = "standin.ramdisk"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def parse_cmdline(text: str) -> dict[str, str]:
     for word in text.split():
         key, _, value = word.partition("=")
         args[key] = value
+    if ARG_RAMDISK in args:
+        args.setdefault(ARG_INITRD, args[ARG_RAMDISK])
     return args
 
 

@@ -48,7 +48,15 @@ MBR_CANDIDATES = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
 # extlinux 6.04 reads ext4 but not every feature mke2fs enables by default.
 MKE2FS_FEATURES = "^64bit,^metadata_csum,^orphan_file"
 # Kernel args that only make sense for a network boot; dropped from the installed APPEND line.
-_NETBOOT_ONLY = ("talos.config", "standin.kernel", "standin.initrd", "standin.boot", "initrd", "BOOT_IMAGE")
+_NETBOOT_ONLY = (
+    "talos.config",
+    "standin.kernel",
+    "standin.initrd",
+    "standin.ramdisk",
+    "standin.boot",
+    "initrd",
+    "BOOT_IMAGE",
+)
 
 MIB = 1024 * 1024
 
