@@ -50,7 +50,7 @@ racks: setup
 	@$(PROVISIONER) --inventory $(INVENTORY) --output json plan | $(PY) -c 'import json,sys; [print("rack-" + r["name"]) for r in json.load(sys.stdin)["racks"]]'
 
 # The lab inventory's addresses live in the lab namespace: run the tool there.
-IN_SITE = $(if $(filter $(LAB_INVENTORY),$(INVENTORY)),$(PROVISIONER) -i $(INVENTORY) lab exec -- $(abspath $(PROVISIONER)),$(PROVISIONER))
+IN_SITE = $(if $(filter $(LAB_INVENTORY) $(RACKS_INVENTORY),$(INVENTORY)),$(PROVISIONER) -i $(INVENTORY) lab exec -- $(abspath $(PROVISIONER)),$(PROVISIONER))
 
 rack-%: setup
 	$(IN_SITE) --inventory $(INVENTORY) --rack $* up
@@ -170,3 +170,18 @@ test-fleet: setup
 # The orchestrator's figures at 100, 300 and 1,000 simulated nodes; exits 1 on a missed target.
 bench-scale: setup
 	$(PY) benchmarks/bench_scale.py
+
+# --- the two-rack lab (inventory/examples/lab-racks.yaml): rack r2 behind a router, its own
+# site DHCP server, a boot server (sshd + proxy-DHCP), UEFI nodes. `make lab-racks-up`, then
+# `make INVENTORY=inventory/examples/lab-racks.yaml rack-r1` and `... rack-r2` (in parallel too).
+RACKS_INVENTORY := inventory/examples/lab-racks.yaml
+.PHONY: lab-racks-up lab-racks-down lab-e2e-racks
+lab-racks-up: lab-setup
+	PROVISIONER_LAB_DIR=.lab-racks $(PROVISIONER) -i $(RACKS_INVENTORY) lab up
+
+lab-racks-down:
+	PROVISIONER_LAB_DIR=.lab-racks $(PROVISIONER) -i $(RACKS_INVENTORY) lab down
+
+# The two-rack lab's acceptance tests (part of `make test`; brings its own labs up and down).
+lab-e2e-racks: lab-setup
+	$(VENV)/bin/pytest tests/racks -p no:cacheprovider --timeout 2400 $(PYTEST_ARGS)
