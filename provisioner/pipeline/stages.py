@@ -41,9 +41,11 @@ class SecretsStage:
         return layout.secrets.is_file()
 
     async def run(self, ctx: RunContext) -> None:
+        from ..fsutil import locked
         from ..talos.secrets import ensure_secrets
 
-        ensure_secrets(ctx.site)
+        with locked(ctx.layout.locks_dir / "site.lock"):  # two racks' runs: one generates, one reads
+            ensure_secrets(ctx.site)
 
 
 class ConfigsStage:
