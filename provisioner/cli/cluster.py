@@ -50,6 +50,11 @@ def register(cli: click.Group) -> None:
     is_flag=True,
     help="Send configs over the maintenance API without checking the machine's identity (logged).",
 )
+@click.option(
+    "--keep-boot-servers",
+    is_flag=True,
+    help="Leave the netboot service on racks' boot servers running when the run ends.",
+)
 @pass_app
 def up(
     app: App,
@@ -58,6 +63,7 @@ def up(
     progress_mode: str,
     pins: tuple[str, ...],
     insecure_apply: bool,
+    keep_boot_servers: bool,
 ) -> int:
     """Provision the selected nodes and form the cluster; rerun to resume."""
     from ..pipeline.up import up as run_up
@@ -65,6 +71,7 @@ def up(
     site = app.site
     nodes = app.selected()
     options: dict[str, Any] = {"pins": _parse_pins(site, pins), "insecure_apply": insecure_apply}
+    options["keep_boot_servers"] = keep_boot_servers  # racks behind boot servers (pipeline.boot_servers)
     # Said first, on stderr: a run from an unexpected directory shows which state it uses.
     click.echo(f"state directory: {site.state_dir}", err=True)
     StateStore(site.state_dir).check(n.name for n in nodes)  # malformed records: exit 2, nothing touched
