@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from cozysim_lab import Lab, is_ready, lab_cluster, wait_for
 
@@ -127,13 +126,15 @@ def test_stops_when_its_cluster_is_torn_down(tmp_path) -> None:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_bytes((lab.root / "kubeconfig").read_bytes())
         kubeconfig.chmod(0o600)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "provisioner.lab.kube.cozysim", "--kubeconfig", str(kubeconfig)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        log_path = tmp_path / "sim.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "provisioner.lab.kube.cozysim", "--kubeconfig", str(kubeconfig)],
+                stdout=log,
+                stderr=log,
+            )
         try:
-            time.sleep(1.0)
+            wait_for("the simulator to start", lambda: "starting as" in log_path.read_text(), lab, 30)
             assert proc.poll() is None, "it runs while its cluster exists"
             kubeconfig.unlink()
             assert proc.wait(timeout=20) == 0
@@ -141,4 +142,4 @@ def test_stops_when_its_cluster_is_torn_down(tmp_path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert b"the cluster was torn down, stopping" in proc.stderr.read()
+        assert "the cluster was torn down, stopping" in log_path.read_text()
