@@ -63,7 +63,8 @@ def _read(path: Path) -> dict[str, Any]:
         reg = {}
     if not isinstance(reg, dict):
         reg = {}
-    users = reg.get("users") if isinstance(reg.get("users"), dict) else {}
+    raw_users = reg.get("users")
+    users: dict[str, Any] = raw_users if isinstance(raw_users, dict) else {}
     reg["users"] = {pid: nodes for pid, nodes in users.items() if pid.isdigit() and _alive(int(pid))}
     if not _alive(reg.get("daemon")):
         reg["daemon"], reg["served"] = None, []
