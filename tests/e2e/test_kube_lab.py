@@ -45,12 +45,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
 
 
 def kubectl(
-    lab: LabRun, *args: str, stdin: str | None = None, timeout: float = 30
+    lab: LabRun, *args: str, stdin: str | None = None, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
-    argv = ["kubectl", "--kubeconfig", str(lab.state / "kubeconfig"), "--request-timeout=10s", *args]
-    return subprocess.run(
-        netns.exec_argv(lab.namespace, argv), capture_output=True, text=True, input=stdin, timeout=timeout
-    )
+    """kubectl in the lab's namespace; a run that hangs past ``timeout`` counts as a failed run."""
+    argv = ["kubectl", "--kubeconfig", str(lab.state / "kubeconfig"), "--request-timeout=30s", *args]
+    try:
+        return subprocess.run(
+            netns.exec_argv(lab.namespace, argv), capture_output=True, text=True, input=stdin, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"kubectl timed out after {timeout:.0f}s")
 
 
 def vip_holder(lab: LabRun) -> str:
@@ -62,12 +66,17 @@ def vip_holder(lab: LabRun) -> str:
         "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
         "print(opener.open(req, timeout=5).read().decode())\n"
     )
-    res = subprocess.run(
-        netns.exec_argv(lab.namespace, [sys.executable, "-c", code, f"http://{VIP}:2379/v3/kv/range", body]),
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    try:
+        res = subprocess.run(
+            netns.exec_argv(
+                lab.namespace, [sys.executable, "-c", code, f"http://{VIP}:2379/v3/kv/range", body]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
     if res.returncode != 0:
         return ""
     kvs = json.loads(res.stdout).get("kvs") or []
