@@ -323,3 +323,14 @@ def test_external_ips_instead_of_metallb(tmp_path: Path, sim: KubeHost) -> None:
     svc = client(sim.kubeconfig).get(Service, "root-ingress-controller", namespace="tenant-root")
     assert sorted(svc.spec.externalIPs) == ["192.168.77.11", "192.168.77.12"]
     assert not any(w.startswith("IPAddressPool") for w in summary["written"])
+
+
+@pytest.mark.parametrize("sim", [{"faults": "seed=3,stall-watch=0.7", "delay": 0.2}], indirect=True)
+def test_a_stalled_watch_is_replaced(tmp_path: Path, sim: KubeHost) -> None:
+    site = write_site(tmp_path, sim, "distro-hosted")
+    lab_import(site)
+    started = time.monotonic()
+    rc, summary, err = install(site, watch_idle=2.0)
+    assert rc == 0, err
+    assert summary["requests"]["watch"] >= 1
+    assert time.monotonic() - started < 60
