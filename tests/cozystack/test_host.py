@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 from platform_sites import HOSTED
-from standin_harness import annotations, client, create_hr, install_hr_crd, request_counts, set_ready, writes
+from standin_harness import HR as HR_CLASS
+from standin_harness import client, create_hr, install_hr_crd, request_counts, set_ready, writes
 
 from provisioner.cli import main
 from provisioner.cozystack.progress import PlatformProgress
@@ -146,10 +147,13 @@ class Flux(threading.Thread):
     """Marks every expected HelmRelease Ready, except ``broken`` (InstallFailed) which recovers
     only when nudged if ``heals``; its dependents report DependencyNotReady meanwhile."""
 
-    def __init__(self, kubeconfig: Path, expected: dict[str, Any], broken: str, heals: bool) -> None:
+    def __init__(
+        self, kubeconfig: Path, expected: dict[str, Any], broken: str, heals: bool, on_resume: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.c = client(kubeconfig)
         self.expected, self.broken, self.heals = expected, broken, heals
+        self.on_resume = on_resume  # heal only after a suspend/resume (the spec changed twice)
         self.stop = threading.Event()
         self.nudged = False
 
@@ -170,12 +174,12 @@ class Flux(threading.Thread):
         for key in self.expected:
             create_hr(self.c, key)
         while not self.stop.is_set():
-            if (
-                self.heals
-                and not self.nudged
-                and annotations(self.c, self.broken).get("reconcile.fluxcd.io/requestedAt")
-            ):
-                self.nudged = True
+            if self.heals and not self.nudged:
+                ns, name = self.broken.split("/", 1)
+                hr = self.c.get(HR_CLASS, name, namespace=ns)
+                resumed = (hr.metadata.generation or 1) >= 3 and not (hr.spec or {}).get("suspend")
+                requested = bool((hr.metadata.annotations or {}).get("reconcile.fluxcd.io/requestedAt"))
+                self.nudged = resumed if self.on_resume else requested
             for key in self.expected:
                 if key == self.broken and not self.nudged:
                     set_ready(self.c, key, "False", "InstallFailed", "Helm install failed: chart broken")
@@ -284,3 +288,19 @@ def test_api_ready_names_missing_and_mismatched_nodes(tmp_path: Path, host: Kube
         "node n21 (10.9.0.21) is not registered as a Kubernetes Node"
     )
     assert not ApiReady().done(ctx.layout)
+
+
+def test_a_release_that_needs_suspend_resume_gets_it(tmp_path: Path, host: KubeHost) -> None:
+    ctx = context(hosted_site(tmp_path, host.kubeconfig, "distro-hosted"), **{**NUDGE, "nudge_max": 3})
+    broken = "cozy-cert-manager/cert-manager-crds"
+    flux = Flux(host.kubeconfig, expected_releases("distro-hosted"), broken, heals=True, on_resume=True)
+    flux.start()
+    try:
+        asyncio.run(HelmReleases().run(ctx))
+    finally:
+        flux.stop.set()
+        flux.join()
+    actions = [line[2].split("(")[1].split(")")[0] for line in ctx.progress.lines if line[1] == "nudge"]
+    assert actions == ["reconcile", "suspend-resume"]
+    hr = client(host.kubeconfig).get(HR_CLASS, "cert-manager-crds", namespace="cozy-cert-manager")
+    assert hr.spec.get("suspend") is False  # resumed, not left suspended
