@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from cozysim_lab import Lab, is_ready, lab_cluster, wait_for
 
@@ -122,24 +123,35 @@ def test_converges_through_api_500s_resets_and_stalled_watches() -> None:
 
 
 def test_stops_when_its_cluster_is_torn_down(tmp_path) -> None:
-    with lab_cluster(simulator=False) as lab:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_bytes((lab.root / "kubeconfig").read_bytes())
-        kubeconfig.chmod(0o600)
-        log_path = tmp_path / "sim.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "provisioner.lab.kube.cozysim", "--kubeconfig", str(kubeconfig)],
-                stdout=log,
-                stderr=log,
-            )
-        try:
-            wait_for("the simulator to start", lambda: "starting as" in log_path.read_text(), lab, 30)
-            assert proc.poll() is None, "it runs while its cluster exists"
-            kubeconfig.unlink()
-            assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert "the cluster was torn down, stopping" in log_path.read_text()
+    """No server is needed: a simulator whose kubeconfig vanishes stops, reachable server or not."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        "clusters:\n- name: gone\n"
+        "  cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}\n"
+        "users:\n- name: gone\n  user: {token: unused}\n"
+        "contexts:\n- name: gone\n  context: {cluster: gone, user: gone}\n"
+    )
+    kubeconfig.chmod(0o600)
+    log_path = tmp_path / "sim.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.lab.kube.cozysim", "--kubeconfig", str(kubeconfig)],
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "starting as" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the simulator did not start"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "it keeps retrying while its kubeconfig exists"
+        kubeconfig.unlink()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "the cluster was torn down, stopping" in log_path.read_text()
