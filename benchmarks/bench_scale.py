@@ -139,7 +139,12 @@ def main() -> int:
     print(f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative)")
     failed = [n for n, r in results.items() if not r["ok"]]
     for n in failed:
-        print(f"run of {n} nodes failed: {json.dumps(results[n].get('up_output'))[:500]}", file=sys.stderr)
+        r = results[n]
+        print(
+            f"run of {n} nodes failed: {r['ready']}/{n} nodes ready, cluster formed at {r['formed_s']}, "
+            f"up exit {r['exit_code']}; {json.dumps(r.get('up_output'))[:300]}",
+            file=sys.stderr,
+        )
     big = results[max(args.sizes)]
     small = results[min(args.sizes)]
     growth = (big["cpu_s"] / small["cpu_s"]) / (big["nodes"] / small["nodes"])
