@@ -138,7 +138,7 @@ def _micro_now() -> str:
 # --- the VIP ---------------------------------------------------------------------------------------
 
 
-def _etcd(endpoint: str, path: str, body: dict[str, Any], timeout: float = 3.0) -> dict[str, Any]:
+def _etcd(endpoint: str, path: str, body: dict[str, Any], timeout: float = 4.0) -> dict[str, Any]:
     req = urllib.request.Request(
         endpoint + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
@@ -231,7 +231,8 @@ class VipElection:
             try:
                 self.step()
             except (OSError, ValueError, KeyError) as exc:
-                if self.holding and time.monotonic() - self._renewed > self.ttl * 0.7:
+                # drop the VIP just before the lease can expire (then another node may take it)
+                if self.holding and time.monotonic() - self._renewed > self.ttl * 0.9:
                     log.warning("kube stand-in: cannot renew the VIP lease (%s): dropping the VIP", exc)
                     self._set(False)
                     self._lease = None

@@ -302,8 +302,8 @@ class Etcd:
                 api(endpoint, "/v3/cluster/member/promote", {"ID": str(my_id)})
                 return
             except EtcdAPIError as exc:
-                if "not a learner" in str(exc):
-                    return  # promoted by an earlier attempt
+                if "not a learner" in str(exc) or "can only promote a learner" in str(exc):
+                    return  # promoted by an earlier attempt whose answer was lost (etcd 3.4's wording)
                 self.message = f"learner: {exc}"
             except OSError as exc:
                 self.message = f"learner: {exc}"
