@@ -302,8 +302,11 @@ class Etcd:
                 api(endpoint, "/v3/cluster/member/promote", {"ID": str(my_id)})
                 return
             except EtcdAPIError as exc:
-                if "not a learner" in str(exc) or "can only promote a learner" in str(exc):
-                    return  # promoted by an earlier attempt whose answer was lost (etcd 3.4's wording)
+                text = str(exc).strip()
+                # promoted by an earlier attempt whose answer was lost; etcd 3.4 says "can only promote a
+                # learner member" (but "... member which is in sync with leader" means: not yet)
+                if "not a learner" in text or text.endswith("can only promote a learner member"):
+                    return
                 self.message = f"learner: {exc}"
             except OSError as exc:
                 self.message = f"learner: {exc}"
