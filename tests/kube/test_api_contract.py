@@ -297,3 +297,9 @@ def test_request_counter(raw: Raw, ns: str) -> None:
     raw.request("DELETE", "/stand-in/requests")
     _, _, counts = raw.request("GET", "/stand-in/requests")
     assert counts == {}
+
+
+def test_system_namespaces_exist(raw: Raw) -> None:
+    for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        code, _, doc = raw.request("GET", f"/api/v1/namespaces/{name}")
+        assert code == 200 and doc["status"]["phase"] == "Active", name
