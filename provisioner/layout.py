@@ -66,6 +66,11 @@ class StateLayout:
     def cluster_lock(self) -> Path:
         return self.locks_dir / "cluster.lock"
 
+    @property
+    def site_lock(self) -> Path:
+        """Held while secrets and configs are generated, so concurrent rack runs never race."""
+        return self.locks_dir / "site.lock"
+
     # -- netboot
     @property
     def netboot_dir(self) -> Path:

@@ -224,7 +224,7 @@ def reset(app: App, yes: bool) -> None:
         raise click.Abort()
     ctx = RunContext.for_site(site, Progress(None, "lines"))
     ctx.talos = TalosOps(ctx.layout.talosconfig)
-    with hold_racks(ctx.layout.locks_dir, [n.rack for n in nodes]):
+    with hold_racks(ctx.layout, [n.rack for n in nodes]):
         # Control planes leave etcd first (graceful) unless every one of them is reset; the
         # cluster record is updated, so the next ``up`` re-forms (and re-bootstraps) as needed.
         result = asyncio.run(reset_nodes(ctx, nodes))

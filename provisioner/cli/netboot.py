@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..events import EventLog
 from ..inventory import load_inventory
 from ..inventory.model import Node, Site
+from ..layout import StateLayout
 from ..state import StateStore
 from .context import App, pass_app
 from .output import emit, warn
@@ -107,7 +108,7 @@ def render(app: App, out: Path | None, interface: str | None) -> None:
     site = app.site
     _need_netboot(site)
     assert site.networks is not None and site.networks.netboot is not None
-    paths = dnsmasq.Paths(out or site.state_dir / "netboot")
+    paths = dnsmasq.Paths(out or StateLayout(site.state_dir).netboot_dir)
     iface = (
         interface
         or site.networks.netboot.interface

@@ -86,17 +86,17 @@ def configs_generate(app: App, racks: tuple[str, ...], nodes: tuple[str, ...]) -
     data = {
         "cluster": site.cluster.name,
         "talos_version": site.cluster.talos.version,
-        "configs": {name: str(p) for name, p in result.configs.items()},
+        "machine_configs": {name: str(p) for name, p in result.configs.items()},
         "changed": result.changed,
-        "talosconfig": str(result.talosconfig),
+        "talosconfig_file": str(result.talosconfig),
         "talosconfig_changed": result.talosconfig_changed,
     }
 
     def text(d: dict[str, Any]) -> str:
-        lines = [f"{len(d['configs'])} machine configs for Talos {d['talos_version']} "
-                 f"({len(d['changed'])} changed), talosconfig {d['talosconfig']}"]
+        lines = [f"{len(d['machine_configs'])} machine configs for Talos {d['talos_version']} "
+                 f"({len(d['changed'])} changed), talosconfig {d['talosconfig_file']}"]
         lines += [f"  {name:<20} {path}{'  (changed)' if name in d['changed'] else ''}"
-                  for name, path in d["configs"].items()]
+                  for name, path in d["machine_configs"].items()]
         return "\n".join(lines)
 
     emit(data, text)

@@ -7,6 +7,7 @@ checks can rely on normalised types (netaddr addresses, lower-case MACs).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import unicodedata
@@ -554,7 +555,8 @@ class Site(Model):
         runs: a run from another directory must find the same secrets and node records,
         not start a second site with a new CA that reinstalls the installed nodes."""
         raw = Path(self.cluster.state_dir or f"state/{self.cluster.name}").expanduser()
-        return (raw if raw.is_absolute() else self.base_dir / raw).absolute()
+        # normpath, not resolve(): `..` is folded for readable output, symlinks are kept.
+        return Path(os.path.normpath((raw if raw.is_absolute() else self.base_dir / raw).absolute()))
 
     @property
     def controlplanes(self) -> list[Node]:

@@ -36,6 +36,7 @@ def make_inventory(workdir: Path, cluster: str) -> Path:
     lab_dir = workdir / "lab"
     text = text.replace("file:../../.lab/bmc-password", f"file:{lab_dir}/bmc-password")
     text = text.replace("../../.lab/redfish-ca.pem", f"{lab_dir}/redfish-ca.pem")
+    text = re.sub(r"(?m)^  state_dir: .*\n", "", text, count=1)  # replaced by the private copy's
     text = re.sub(r"(?m)^  name: lab$", f"  name: {cluster}\n  state_dir: {workdir / 'state'}", text, count=1)
     text = re.sub(r"(?m)^    boot: 600$", "    boot: 300", text)
     path = workdir / "inventory" / "lab.yaml"

@@ -1,6 +1,6 @@
 """The pipeline: every stage ``up`` walks, in order, under the one set of stage names.
 
-    secrets -> configs -> netboot -> nodes -> cluster            (bundles that install Talos)
+    secrets -> machine-configs -> netboot -> nodes -> cluster            (bundles that install Talos)
     -> api-ready -> contract -> installer-assets -> helmreleases
     -> storage -> virtualization -> networking -> tenants        (the Cozystack platform)
 
@@ -44,7 +44,7 @@ class SecretsStage:
         from ..fsutil import locked
         from ..talos.secrets import ensure_secrets
 
-        with locked(ctx.layout.locks_dir / "site.lock"):  # two racks' runs: one generates, one reads
+        with locked(ctx.layout.site_lock):  # two racks' runs: one generates, one reads
             ensure_secrets(ctx.site)
 
 
@@ -52,7 +52,7 @@ class ConfigsStage:
     """Machine configs and the admin talosconfig. Always re-rendered (the inventory may have
     changed); unchanged files are not rewritten, so a rerun costs little and touches nothing."""
 
-    name = "configs"
+    name = "machine-configs"
 
     def applies(self, bundle: Bundle) -> bool:
         return bundle.provisions_talos
@@ -66,7 +66,7 @@ class ConfigsStage:
 
         # Under the site lock: concurrent runs (one per rack) never write a config at once;
         # unchanged files are not rewritten.
-        with locked(ctx.layout.locks_dir / "site.lock"):
+        with locked(ctx.layout.site_lock):
             generate_configs(ctx.site)
 
 
@@ -165,7 +165,7 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
         # the others wait for it, then find each step done (bootstrap is guarded by the record).
         while True:
             try:
-                lock = cluster_lock(ctx.layout.locks_dir)
+                lock = cluster_lock(ctx.layout)
                 lock.__enter__()
                 break
             except LockBusy:

@@ -126,7 +126,7 @@ def up(
     with (
         _sigterm_interrupts(),
         Progress(None, progress_mode) as progress,
-        hold_racks(StateLayout(site.state_dir).locks_dir, [] if hosted else [n.rack for n in nodes]),
+        hold_racks(StateLayout(site.state_dir), [] if hosted else [n.rack for n in nodes]),
     ):
         if not hosted:  # a malformed record stops the run here (exit 2), before any machine is touched
             StateStore(site.state_dir).check([n.name for n in nodes])

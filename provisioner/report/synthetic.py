@@ -96,8 +96,8 @@ def write_state(layout: StateLayout, view: SiteView, scenario: Scenario | None =
     for offset, stage, status in (
         (0.0, "secrets", "running"),
         (0.1, "secrets", "done"),
-        (0.1, "configs", "running"),
-        (0.3, "configs", "done"),
+        (0.1, "machine-configs", "running"),
+        (0.3, "machine-configs", "done"),
         (0.3, "netboot", "running"),
         (0.5, "netboot", "done"),
         (0.5, "nodes", "running"),

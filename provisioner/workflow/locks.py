@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
+from ..layout import StateLayout
 
 
 class LockBusy(InputError):
@@ -43,13 +44,13 @@ def hold(path: Path, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def hold_racks(locks_dir: Path, racks: list[str]) -> Iterator[None]:
+def hold_racks(layout: StateLayout, racks: list[str]) -> Iterator[None]:
     """Take every rack's lock (sorted, so two runs can never deadlock)."""
     with contextlib.ExitStack() as stack:
         for rack in sorted(set(racks)):
-            stack.enter_context(hold(locks_dir / f"rack-{rack}.lock", f"rack {rack}"))
+            stack.enter_context(hold(layout.rack_lock(rack), f"rack {rack}"))
         yield
 
 
-def cluster_lock(locks_dir: Path) -> contextlib.AbstractContextManager[None]:
-    return hold(locks_dir / "cluster.lock", "the cluster")
+def cluster_lock(layout: StateLayout) -> contextlib.AbstractContextManager[None]:
+    return hold(layout.cluster_lock, "the cluster")

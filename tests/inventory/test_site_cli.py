@@ -65,7 +65,7 @@ def test_lab_shape(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plan_text_lists_racks_nodes_and_values(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--inventory", str(DC1), "plan")
     assert code == 0
-    assert "site stages: secrets -> configs -> netboot" in out
+    assert "site stages: secrets -> machine-configs -> netboot" in out
     assert "rack r1 (11 nodes):" in out and "rack r3 (11 nodes):" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("r2-cp1 "))
     for value in (

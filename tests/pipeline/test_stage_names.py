@@ -30,7 +30,8 @@ def test_plan_status_and_up_use_the_same_stage_names(
     inventory = str(tmp_path / "site.yaml")
     planned = _json(capsys, "-i", inventory, "-o", "json", "plan")["stages"]
     assert planned == stage_names(site.cluster.bundle_spec)
-    assert planned[:5] == ["secrets", "configs", "netboot", "nodes", "cluster"] and planned[5] == "api-ready"
+    assert planned[:5] == ["secrets", "machine-configs", "netboot", "nodes", "cluster"]
+    assert planned[5] == "api-ready"
 
     before = _json(capsys, "-i", inventory, "-o", "json", "status")["stages"]
     assert [s["name"] for s in before] == planned

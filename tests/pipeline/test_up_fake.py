@@ -57,7 +57,7 @@ def test_fresh_site_forms_once_and_a_rerun_touches_nothing(tmp_path: Path) -> No
     assert stat.S_IMODE(os.stat(layout.kubeconfig).st_mode) == 0o600
     assert ClusterState.load(layout.cluster_record).formed
     # The one set of stage names, in order, in the result and in the event log.
-    assert list(result.stages) == ["secrets", "configs", "netboot", "nodes", "cluster"]
+    assert list(result.stages) == ["secrets", "machine-configs", "netboot", "nodes", "cluster"]
     logged = [e.data["stage"] for e in EventLog(layout.events).iter() if e.kind == "pipeline.stage"]
     assert logged[0] == "secrets" and logged[-1] == "cluster"
     assert world.machines["cp1"].log == ["power off", "boot pxe", "power on", "boot disk persistent"]

@@ -118,7 +118,7 @@ def test_1000_nodes(browser: Any, site_1000: tuple[SiteView, StateLayout], tmp_p
         ".map(r => [r.dataset.stage, r.getAttribute('class')])"
     )
     stages = [s for s, _ in stage_rows]
-    assert stages[:4] == ["secrets", "configs", "netboot", "nodes"]
+    assert stages[:4] == ["secrets", "machine-configs", "netboot", "nodes"]
     assert stages[-4:] == ["api-ready", "contract", "installer-assets", "helmreleases"]
     assert "failed" in stage_rows[-1][1]  # the helmreleases stage failed with kubeovn
     held = browser.execute_script("return document.querySelectorAll('.graph g.rel.held').length")

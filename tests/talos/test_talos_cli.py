@@ -38,7 +38,7 @@ def test_cli_generates_reuses_and_never_prints_secrets(make_site, capsys, tmp_pa
     assert main(["-i", inv, "-o", "json", "configs", "generate"]) == 0
     gen = capsys.readouterr()
     summary = json.loads(gen.out)
-    assert sorted(summary["configs"]) == ["cp1", "cp2", "cp3", "w1"]
+    assert sorted(summary["machine_configs"]) == ["cp1", "cp2", "cp3", "w1"]
     assert main(["-i", inv, "configs", "generate", "--rack", "lab"]) == 0
     text = capsys.readouterr()
     assert "4 machine configs" in text.out and "(0 changed)" in text.out

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.cli import main
+from provisioner.layout import StateLayout
 from provisioner.workflow.locks import LockBusy, cluster_lock, hold_racks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +22,9 @@ def _holder(locks: Path, rack: str) -> subprocess.Popen[str]:
         f"""
         import sys
         from pathlib import Path
+        from provisioner.layout import StateLayout
         from provisioner.workflow.locks import hold_racks
-        with hold_racks(Path({str(locks)!r}), [{rack!r}]):
+        with hold_racks(StateLayout(Path({str(locks)!r})), [{rack!r}]):
             print("held", flush=True)
             sys.stdin.read()
         """
@@ -40,13 +42,13 @@ def test_same_rack_refused_other_rack_allowed(tmp_path: Path) -> None:
     try:
         with pytest.raises(
             LockBusy, match=rf"rack r1 is being provisioned by another run \(pid {holder.pid}\)"
-        ), hold_racks(tmp_path, ["r1"]):
+        ), hold_racks(StateLayout(tmp_path), ["r1"]):
             pass
-        with hold_racks(tmp_path, ["r2"]):  # a different rack runs at the same time
+        with hold_racks(StateLayout(tmp_path), ["r2"]):  # a different rack runs at the same time
             pass
     finally:
         holder.communicate("")
-    with hold_racks(tmp_path, ["r1"]):  # released when the holder exits
+    with hold_racks(StateLayout(tmp_path), ["r1"]):  # released when the holder exits
         pass
 
 
@@ -54,12 +56,13 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
     holder = _holder(tmp_path, "r1")
     holder.kill()
     holder.wait()
-    with hold_racks(tmp_path, ["r1"]):
+    with hold_racks(StateLayout(tmp_path), ["r1"]):
         pass
 
 
 def test_cluster_lock_is_exclusive(tmp_path: Path) -> None:
-    with cluster_lock(tmp_path), pytest.raises(LockBusy, match="the cluster"), cluster_lock(tmp_path):
+    layout = StateLayout(tmp_path)
+    with cluster_lock(layout), pytest.raises(LockBusy, match="the cluster"), cluster_lock(layout):
         pass
 
 
@@ -67,9 +70,9 @@ def test_up_on_a_locked_rack_exits_1_with_message(tmp_path: Path, capsys: pytest
     inventory = tmp_path / "lab.yaml"
     text = (REPO / "inventory/examples/lab.yaml").read_text()
     inventory.write_text(
-        text.replace("  name: lab\n", f"  name: lab\n  state_dir: {tmp_path / 'state'}\n", 1)
+        text.replace("  state_dir: ../../state/lab\n", f"  state_dir: {tmp_path / 'state'}\n", 1)
     )
-    holder = _holder(tmp_path / "state" / "locks", "lab")
+    holder = _holder(tmp_path / "state", "lab")
     try:
         rc = main(["--inventory", str(inventory), "up", "--progress", "lines"])
     finally:

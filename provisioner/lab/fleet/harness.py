@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ...events import EventLog
+from ...layout import StateLayout
 from ..bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishServiceSpec
 from ..faults import FaultSpec
 from .node import FleetMachineFactory, read_counts
@@ -191,7 +192,7 @@ def run(
         env = {**os.environ, "PROVISIONER_ASSETS_DIR": str(plan.assets_root)}
         stop = threading.Event()
         formed: dict[str, float] = {}
-        events_path = plan.state_dir / "events.jsonl"
+        events_path = StateLayout(plan.state_dir).events
         log_file = open(plan.workdir / "up.log", "w")  # noqa: SIM115 - handed to the child
         _say("running `provisioner up`")
         started = time.time()

@@ -38,6 +38,7 @@ from typing import Any, cast
 
 import yaml
 
+from ...layout import StateLayout
 from ...talosapi import certs
 from ..machine import BootSelection, BootTarget, MachineIdentity, MachineSpec
 from ..standin import apid
@@ -278,7 +279,7 @@ _ca_guard = threading.Lock()
 def _os_ca_key(plan: FleetPlan) -> bytes:
     """Workers get their server certificate from trustd on Talos; the stand-in signs it with the OS CA
     key from the state directory's secrets bundle instead (read once per process)."""
-    path = plan.state_dir / "secrets.yaml"
+    path = StateLayout(plan.state_dir).secrets
     with _ca_guard:
         if path not in _ca_keys:
             from ...talos.secrets import load_secrets
