@@ -154,6 +154,10 @@ class _PlatformStage:
         rec = read_record(layout, self.name)
         return bool(rec and rec.get("completed"))
 
+    def outdated(self, site: Site, layout: StateLayout) -> bool:
+        """Done, but for other inventory inputs: the pipeline runs the stage again."""
+        return stale(self, site, layout)
+
     async def run(self, ctx: RunContext) -> None:
         kube = open_kube(ctx)
         try:

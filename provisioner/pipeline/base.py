@@ -34,6 +34,9 @@ class Stage(Protocol):
         """Whether the state directory records this stage as completed."""
         ...
 
+    # Optional: ``outdated(site, layout) -> bool`` says a stage recorded as done was done for
+    # other inventory inputs, so the runner runs it again (the platform stages have it).
+
     async def run(self, ctx: RunContext) -> None:
         """Do the stage's work; raise ``StageFailed`` with a located message on failure."""
         ...

@@ -10,6 +10,14 @@ from .base import Stage, StageFailed
 from .context import RunContext
 
 
+def _outdated(stage: Stage, ctx: RunContext) -> bool:
+    """A stage recorded as done for other inventory inputs runs again (optional hook
+    ``outdated(site, layout)``; the platform stages have it, the hardware stages re-check
+    their own work)."""
+    hook = getattr(stage, "outdated", None)
+    return bool(hook(ctx.site, ctx.layout)) if hook is not None else False
+
+
 async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
     """Run ``stages`` for the site's bundle; the failure message of the stage that failed, or None."""
     bundle = ctx.site.cluster.bundle_spec
@@ -18,7 +26,7 @@ async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
         for stage in stages:
             if not stage.applies(bundle):
                 continue
-            if stage.done(ctx.layout):
+            if stage.done(ctx.layout) and not _outdated(stage, ctx):
                 ctx.stages[stage.name] = "done"
                 progress.stage(stage.name, "done", "already done (recorded in the state directory)")
                 continue
