@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import InputError
+from ..errors import InputError, OperationError
 from ..fsutil import atomic_write
 from ..pipeline.base import Stage, StageFailed
 from ..tenants import tree_for
@@ -182,17 +182,45 @@ class _PlatformStage:
 
 
 # -- 1. api-ready
+async def wait_for_api(kube: Kube, deadline: float, interval: float = 2.0) -> None:
+    """Wait until the API answers, retrying connection errors and 5xx until ``deadline``.
+
+    The cluster this run just formed serves its API some seconds after etcd forms (much later under
+    emulation), so an unreachable endpoint is not yet a failure. Refusals (4xx, a foreign CA) are.
+    """
+    last: OperationError | None = None
+
+    async def answers() -> bool | None:
+        nonlocal last
+        try:
+            await kube.server_version()
+        except ApiCallError as exc:
+            if exc.code < 500:
+                raise
+            last = exc
+            return None
+        except OperationError as exc:
+            last = exc
+            return None
+        return True
+
+    if await poll(answers, deadline, interval) is None:
+        assert last is not None
+        raise last
+
+
 class ApiReady(_PlatformStage):
     name = "api-ready"
 
     async def work(self, ctx: RunContext, kube: Kube, applier: Applier) -> dict[str, Any]:
         _say(ctx, self.name, "running", f"API {kube.endpoint} (kubeconfig {kube.kubeconfig})")
-        await kube.server_version()
         site = ctx.site
         if site.cluster.bundle_spec.hosted:
+            await kube.server_version()  # a hosted cluster exists already: unreachable fails at once
             return {"endpoint": kube.endpoint}
-        want = {n.name: str(n.ip) for n in site.nodes}
         deadline = _deadline(ctx)
+        await wait_for_api(kube, deadline)
+        want = {n.name: str(n.ip) for n in site.nodes}
         problems: list[str] = []
 
         async def nodes_match() -> bool | None:

@@ -304,3 +304,61 @@ def test_a_release_that_needs_suspend_resume_gets_it(tmp_path: Path, host: KubeH
     assert actions == ["reconcile", "suspend-resume"]
     hr = client(host.kubeconfig).get(HR_CLASS, "cert-manager-crds", namespace="cozy-cert-manager")
     assert hr.spec.get("suspend") is False  # resumed, not left suspended
+
+
+async def _forward(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        dst.close()
+
+
+def test_api_ready_waits_for_an_api_that_comes_up_after_the_cluster_forms(
+    tmp_path: Path, host: KubeHost
+) -> None:
+    """A just-formed cluster's API answers late (TCG): full-bundle api-ready keeps polling until the
+    deadline instead of failing on the first refused connection; past the deadline it names the endpoint."""
+    import socket
+
+    from provisioner.cozystack.kube import Kube
+    from provisioner.cozystack.stages import wait_for_api
+    from provisioner.errors import OperationError
+
+    with socket.socket() as s:  # a free loopback port where nothing listens yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = yaml.safe_load(host.kubeconfig.read_text())
+    upstream = cfg["clusters"][0]["cluster"]["server"]
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    late = tmp_path / "late.kubeconfig"
+    late.write_text(yaml.safe_dump(cfg))
+    target_host, target_port = upstream.removeprefix("https://").rsplit(":", 1)
+
+    async def scenario() -> float:
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(target_host, int(target_port))
+            await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+        kube = Kube(late, attempts=1)
+        try:
+            with pytest.raises(OperationError, match=rf"https://127\.0\.0\.1:{port} is unreachable"):
+                await wait_for_api(kube, time.monotonic() + 1.0, interval=0.2)
+
+            async def open_later() -> asyncio.Server:
+                await asyncio.sleep(3.0)
+                return await asyncio.start_server(relay, "127.0.0.1", port)
+
+            opener = asyncio.create_task(open_later())
+            start = time.monotonic()
+            await wait_for_api(kube, start + 60, interval=0.2)
+            waited = time.monotonic() - start
+            (await opener).close()
+            return waited
+        finally:
+            await kube.close()
+
+    assert asyncio.run(scenario()) >= 2.5
