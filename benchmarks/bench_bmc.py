@@ -3,10 +3,10 @@
 One round for every node: power off -> boot PXE (next boot only) -> power on, each verified, run
 through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its thread pool, its
 RackLimiter with `up`'s defaults 32 and 8, its controller settings from the site's timeouts and its
-once-per-run credentials), one call per step as `up`'s node flow makes them: each connects, logs in,
-runs one verified operation and logs out. ``--session per-node`` instead keeps
-one controller (one IPMI session, one Redfish connection) for the node's three steps: what `up` would pay
-if it reused it, to size that change.
+once-per-run credentials), one call per step as `up`'s node flow makes them: off and PXE once with
+``keep=True``, so the node's one controller (one IPMI session, one Redfish connection) serves its three
+steps and the power-on closes it (the default, ``--session per-node``). ``--session per-step`` connects,
+logs in and logs out for every step, as `up` did before, to size that difference.
 
 Ideal (from the protocols, never from what the client happened to send): the minimal round trips for the
 three verified operations, times the latency, divided by the concurrency limit:
@@ -120,20 +120,16 @@ def run_round(site: Site, concurrency: int, per_rack: int, session: str) -> dict
     def on(c: BMCController) -> None:
         c.power_on()
 
-    def whole(c: BMCController) -> None:
-        off(c)
-        pxe(c)
-        on(c)
-
-    steps = (whole,) if session == "per-node" else (off, pxe, on)
+    keep = session == "per-node"  # `up`'s node flow: the session stays open until the power-on
+    steps = ((off, keep), (pxe, keep), (on, False))
 
     async def fan_out() -> dict[str, str | None]:
         gate = BMCGate(site, concurrency, per_rack)
 
         async def one(n: Node) -> tuple[str, str | None]:
             try:
-                for step in steps:
-                    await gate.call(n, step)
+                for step, held in steps:
+                    await gate.call(n, step, keep=held)
             except Exception as exc:
                 return n.name, f"{type(exc).__name__}: {exc}"
             return n.name, None
@@ -154,7 +150,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32, help="`up --bmc-concurrency` (default 32)")
     ap.add_argument("--per-rack", type=int, default=8, help="`up --per-rack` (default 8)")
     ap.add_argument("--rack-size", type=int, default=8)
-    ap.add_argument("--session", choices=("per-step", "per-node"), default="per-step")
+    ap.add_argument("--session", choices=("per-step", "per-node"), default="per-node")
     ap.add_argument("--runs", type=int, default=3, help="rounds; the median ratio is judged")
     ap.add_argument(
         "--emulator-processes",

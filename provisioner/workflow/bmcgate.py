@@ -48,6 +48,9 @@ class BMCGate:
         self.settings = settings or ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
         self._connect = connect_fn or self._connect_inventory
         self._passwords: dict[str, str] = {}
+        # Controllers kept open between a node's consecutive steps (``call(..., keep=True)``).
+        self._held: dict[str, BMCController] = {}
+        self._held_lock = threading.Lock()
 
     def _connect_inventory(self, node: Node) -> BMCController:
         password = self._passwords.get(node.name)
@@ -55,13 +58,39 @@ class BMCGate:
             password = self._passwords[node.name] = node.bmc.password.resolve(self.site.base_dir)
         return connect(node, self.site.base_dir, self.settings, password=password)
 
-    def _with_controller(self, node: Node, fn: Callable[[BMCController], T]) -> T:
-        """Connect, run ``fn``, always close: an open session holds one of the BMC's few slots."""
-        with self._connect(node) as controller:
-            return fn(controller)
+    def _with_controller(self, node: Node, fn: Callable[[BMCController], T], keep: bool) -> T:
+        """Run ``fn`` on the node's held controller, or a new one (whose first command logs in).
 
-    async def call(self, node: Node, fn: Callable[[BMCController], T]) -> T:
-        """Run ``fn(controller)`` for ``node`` in a thread, within the run's limits.
+        With ``keep`` the controller (its IPMI session, its Redfish connection and discovered
+        system) stays open for the node's next step: off, PXE once and on then cost one login
+        instead of three. Without it, or when ``fn`` fails, it is closed: an open session holds
+        one of the BMC's few slots, and after a fault the next step logs in afresh."""
+        with self._held_lock:
+            controller = self._held.pop(node.name, None)
+        if controller is None:
+            controller = self._connect(node)
+        try:
+            result = fn(controller)
+        except BaseException:
+            controller.close()
+            raise
+        if keep:
+            with self._held_lock:
+                self._held[node.name] = controller
+        else:
+            controller.close()
+        return result
+
+    async def release(self, node: Node) -> None:
+        """Close the controller a ``keep`` call left open for ``node`` (none: nothing to do)."""
+        with self._held_lock:
+            controller = self._held.pop(node.name, None)
+        if controller is not None:
+            await asyncio.to_thread(controller.close)
+
+    async def call(self, node: Node, fn: Callable[[BMCController], T], keep: bool = False) -> T:
+        """Run ``fn(controller)`` for ``node`` in a thread, within the run's limits; ``keep``
+        leaves the controller open for the node's next call (see ``_with_controller``).
 
         The thread is a daemon of its own (not a pool's): when the run is interrupted
         (Ctrl-C, SIGTERM) the waiting task is cancelled at once and the process exits without
@@ -73,7 +102,7 @@ class BMCGate:
 
             def work() -> None:
                 try:
-                    outcome: tuple[bool, object] = (True, self._with_controller(node, fn))
+                    outcome: tuple[bool, object] = (True, self._with_controller(node, fn, keep))
                 except BaseException as exc:  # handed to the waiting task
                     outcome = (False, exc)
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -83,4 +112,9 @@ class BMCGate:
             return await future
 
     def close(self) -> None:
-        """Nothing to join: threads still inside a BMC call end on their own deadline."""
+        """Close the controllers still held (a run interrupted between a node's steps). Nothing
+        to join: threads still inside a BMC call end on their own deadline."""
+        with self._held_lock:
+            held, self._held = list(self._held.values()), {}
+        for controller in held:
+            controller.close()

@@ -5,10 +5,9 @@ after the install: disk, persistent), lets the node fetch three things over HTTP
 installed OS one Version over mutual TLS; forming the cluster adds a few calls to the control planes.
 
 BMC figures are given two ways, because the boot separates the operations in time:
-- ``per_step``: every operation on a fresh session, which is what `up` does today (it connects and
-  logs in for each step);
+- ``per_step``: every operation on a fresh session (what `up` did before it kept the session);
 - ``per_node``: one session for off + PXE + on and one for the disk step after the install (a
-  BMC session does not survive a boot's minutes idle): the real minimum.
+  BMC session does not survive a boot's minutes idle): the real minimum, and what `up` does.
 
 IPMI 2.0 lanplus: a session costs 6 round trips (Get Channel Authentication Capabilities, Open
 Session, RAKP 1/2, RAKP 3/4, Set Session Privilege Level; Close Session), a verified operation 2
