@@ -57,6 +57,19 @@ PACKAGES = [
 ]
 # Wheels for the stand-in's Python side (cp311 manylinux or pure Python).
 WHEELS = ["grpclib", "h2", "hpack", "hyperframe", "multidict", "protobuf", "cryptography", "cffi", "PyYAML"]
+# The Cozystack simulator on the control planes talks to the API through lightkube (and its closure).
+WHEELS += [
+    "lightkube",
+    "lightkube-models",
+    "httpx2",
+    "httpcore2",
+    "h11",
+    "anyio",
+    "idna",
+    "truststore",
+    "typing-extensions",
+    "msgspec",
+]
 # Kernel modules loaded by /init (their dependencies are added from .modinfo).
 MODULES = [
     "virtio_pci",
@@ -78,6 +91,7 @@ PROJECT_CODE = [
     "provisioner/lab/standin",
     "provisioner/lab/kube",  # the Kubernetes API server stand-in, VIP election, kubelet (nodeagent.py)
     "provisioner/talosapi",
+    "provisioner/cozystack/__init__.py",  # the package the simulator's upstream data is read from
 ]
 INIT_SCRIPT = REPO_ROOT / "provisioner/lab/standin/init.sh"
 
@@ -300,9 +314,8 @@ def _wheels(target: Path, cache: Path) -> None:
         if store.exists():
             shutil.rmtree(store)
         tmp.rename(store)
-    shutil.copytree(
-        store, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", "*.dist-info")
-    )
+    # The *.dist-info folders stay: httpx2 (under lightkube) reads its own version from them at import.
+    shutil.copytree(store, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", "RECORD"))
 
 
 def _project_files() -> list[Path]:
@@ -313,6 +326,9 @@ def _project_files() -> list[Path]:
             files += sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
         elif p.is_file():
             files.append(p)
+    from provisioner.lab.kube.cozysim.upstream import data_files  # only what the simulator reads
+
+    files += [REPO_ROOT / "provisioner/cozystack/upstream" / rel for rel in data_files()]
     return files
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cozysim_lab import PAAS, Lab, condition, is_ready, lab_cluster, wait_for
 from lightkube import ApiError
+from lightkube.types import PatchType
 
 from provisioner.lab.kube.cozysim import kinds
 
@@ -119,6 +120,14 @@ def test_paas_full_nodes_storage_virtualization_and_load_balancer() -> None:
     with lab_cluster(delay=0.02, faults="stuck=cilium") as lab:
         for name, disks in (("n1", "/dev/sda,/dev/sdb"), ("n2", "/dev/sda,/dev/sdb"), ("n3", "/dev/sda")):
             lab.apply(kinds.NODE, _node(name, disks))
+        # a Node a kubelet reports (the lab's kubelet stand-in): its Ready condition is the kubelet's alone
+        lab.apply(kinds.NODE, _node("k1", "/dev/vdb"))
+        info = dict.fromkeys(
+            ("architecture", "bootID", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion"), "x"
+        )
+        info.update(dict.fromkeys(("machineID", "operatingSystem", "osImage", "systemUUID"), "x"))
+        kubelet_status = {"status": {"nodeInfo": {**info, "kubeletVersion": "v1.34.1"}}}
+        lab.client.patch(kinds.NODE.status, "k1", kubelet_status, patch_type=PatchType.MERGE)
         lab.install_v0({"bundle-name": "paas-full", **PAAS})
         wait_for(
             "cilium to be stuck",
@@ -147,8 +156,12 @@ def test_paas_full_nodes_storage_virtualization_and_load_balancer() -> None:
             "cozy-cilium",
         )
         wait_for(
-            "every Node Ready",
-            lambda: all(condition(n).get("status") == "True" for n in lab.list(kinds.NODE)),
+            "every Node without a kubelet Ready",
+            lambda: all(
+                condition(n).get("status") == "True"
+                for n in lab.list(kinds.NODE)
+                if n["metadata"]["name"] != "k1"
+            ),
             lab,
         )
         wait_for(
@@ -157,6 +170,7 @@ def test_paas_full_nodes_storage_virtualization_and_load_balancer() -> None:
             lab,
             120,
         )
+        assert condition(lab.get(kinds.NODE, "k1")) == {}, "the simulator wrote a kubelet's Ready condition"
 
         kubevirt = wait_for(
             "KubeVirt Deployed",
@@ -235,12 +249,12 @@ def test_paas_full_nodes_storage_virtualization_and_load_balancer() -> None:
             "the configuration's status",
             lambda: (
                 (c := lab.get(kinds.LINSTORSATELLITECONFIG, "lab-storage"))
-                and c.get("status", {}).get("matched") == 3
+                and c.get("status", {}).get("matched") == 4
                 and c
             ),
             lab,
         )
-        assert lsc["status"]["appliedTo"] == ["n1", "n2", "n3"]
+        assert lsc["status"]["appliedTo"] == ["k1", "n1", "n2", "n3"]
 
         wait_for("MetalLB CRDs", lambda: lab.get(kinds.CRD, "ipaddresspools.metallb.io"), lab)
         lab.apply(

@@ -107,6 +107,8 @@ def test_kubelet_registers_node_renews_lease_and_follows_the_cni() -> None:
         assert labels["topology.kubernetes.io/zone"] == "r1" and labels["kubernetes.io/hostname"] == "cp1"
         assert "node-role.kubernetes.io/control-plane" not in labels
         assert {"type": "InternalIP", "address": "10.0.0.21"} in node["status"]["addresses"]
+        disks = node["metadata"]["annotations"]["lab.provisioner/disks"]  # what the simulator checks
+        assert disks == ",".join(nodeagent.block_devices())
         assert int(node["status"]["capacity"]["cpu"]) >= 1 and node["status"]["capacity"]["memory"].endswith(
             "Ki"
         )
@@ -196,3 +198,25 @@ def test_control_plane_serves_with_the_cluster_ca_and_the_admin_kubeconfig(tmp_p
             assert table[1].split()[:3] == ["cp1", "NotReady", "control-plane"] and "v1.33.2" in table[1]
         finally:
             cp.stop()
+
+
+def test_block_devices_lists_whole_disks_from_sys_block(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for name in ("vdb", "vda", "loop0", "ram1", "zram0", "sr0"):
+        (tmp_path / name).mkdir()
+    assert nodeagent.block_devices(tmp_path) == ["/dev/vda", "/dev/vdb"]
+    assert nodeagent.block_devices(tmp_path / "missing") == []
+
+
+def test_control_plane_starts_the_simulator_with_a_short_delay_and_its_hostname(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from provisioner.lab.kube.nodeagent import ControlPlaneKube
+
+    with running(simulator=False) as host:
+        pki = KubePaths(host.root).pki
+        k = parse_kube_config(machine_config((pki / "ca.crt").read_bytes(), None), "cp1")
+    assert k is not None
+    cmds = ControlPlaneKube(k, tmp_path, "http://127.0.0.1:2379", ["10.0.0.11"])._commands()
+    sim = cmds["cozysim"]
+    assert sim[1:3] == ["-m", "provisioner.lab.kube.cozysim"]
+    assert sim[sim.index("--kubeconfig") + 1] == str(tmp_path / "var/kube/kubeconfig")
+    assert float(sim[sim.index("--delay") + 1]) <= 1.0
+    assert sim[sim.index("--identity") + 1] == "cp1"

@@ -51,6 +51,10 @@ LEASE_SECONDS = 40
 RENEW_INTERVAL = 10.0
 CNI_RELEASES = ("cilium", "kubeovn")
 SIMULATOR_MODULE = "provisioner.lab.kube.cozysim"
+# Seconds a simulated HelmRelease install takes in the lab: short, since TCG is slow enough already and
+# the platform part of every lab run (make up, the e2e tests) waits along the dependency chain.
+SIMULATOR_DELAY = 0.5
+DISKS_ANNOTATION = "lab.provisioner/disks"  # read by the simulator's LinstorSatellite check
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -336,7 +340,17 @@ class ControlPlaneKube:
             ]
         }
         if _has_module(SIMULATOR_MODULE + ".__main__") and _has_module("lightkube"):
-            cmds["cozysim"] = [sys.executable, "-m", SIMULATOR_MODULE, "--kubeconfig", str(d / "kubeconfig")]
+            cmds["cozysim"] = [
+                sys.executable,
+                "-m",
+                SIMULATOR_MODULE,
+                "--kubeconfig",
+                str(d / "kubeconfig"),
+                "--delay",
+                str(SIMULATOR_DELAY),
+                "--identity",
+                self.kcfg.hostname,
+            ]
         return cmds
 
     def _supervise(self) -> None:
@@ -364,6 +378,17 @@ def _has_module(name: str) -> bool:
 
 
 # --- the kubelet stand-in --------------------------------------------------------------------------
+
+
+def block_devices(sys_block: Path = Path("/sys/block")) -> list[str]:
+    """The node's real disks (``/dev/<name>`` for each whole disk in ``/sys/block``, without loop, ram
+    and zram devices): the node itself looks, so a disk the inventory names but the VM lacks shows up
+    as missing in the simulator's LinstorSatellite status."""
+    try:
+        names = sorted(p.name for p in sys_block.iterdir())
+    except OSError:
+        return []
+    return [f"/dev/{n}" for n in names if not n.startswith(("loop", "ram", "zram", "sr", "fd"))]
 
 
 class KubeletStandin:
@@ -423,7 +448,12 @@ class KubeletStandin:
         }
         if k.control_plane:
             labels["node-role.kubernetes.io/control-plane"] = ""
-        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": labels}}
+        meta = {
+            "name": self.name,
+            "labels": labels,
+            "annotations": {DISKS_ANNOTATION: ",".join(block_devices())},
+        }
+        return {"apiVersion": "v1", "kind": "Node", "metadata": meta}
 
     def node_status(self) -> dict[str, Any]:
         mem_kib = 0

@@ -17,12 +17,19 @@ if TYPE_CHECKING:
 
 
 async def reconcile_nodes(sim: Simulator, rendered: platform.Platform) -> None:
-    """Node Ready follows the CNI releases (bundles without a CNI leave Nodes alone)."""
+    """Node Ready follows the CNI releases (bundles without a CNI leave Nodes alone).
+
+    A Node whose status carries ``nodeInfo.kubeletVersion`` has a kubelet (the lab's kubelet stand-in)
+    reporting its own Ready condition, as real kubelets do: the simulator leaves it alone, so the
+    condition has one owner. On the host there is no kubelet and the simulator plays that part.
+    """
     if not rendered.cni:
         return
     cni_ready = all(sim.ready(r.name, r.namespace) for r in rendered.cni)
     stamp = kinds.now_text()
     for node in sim.inf["node"].values():
+        if ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion"):
+            continue
         status = dict(node.get("status") or {})
         conds = list(status.get("conditions") or [])
         previous = next((c for c in conds if c.get("type") == "Ready"), None)

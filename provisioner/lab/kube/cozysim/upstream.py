@@ -120,3 +120,11 @@ PIRAEUS_CRDS = (
 )
 KUBEVIRT_CRDS = ("kubevirts.kubevirt.io",)
 CDI_CRDS = ("cdis.cdi.kubevirt.io",)
+
+
+def data_files() -> list[str]:
+    """The upstream files the simulator reads, relative to ``provisioner/cozystack/upstream``: the lab
+    image copies exactly these, so the control planes can run the simulator without the whole tree."""
+    files = [f"bundles/{name}.yaml" for name in BUNDLES]
+    files += sorted({f"crds/{folder}/{file}" for folder, file in _CRD_FILES.values()})
+    return files
