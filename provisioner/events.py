@@ -260,19 +260,26 @@ class EventLog:
     # --- writing ----------------------------------------------------------------------------
 
     def append(self, kind: str, node: str | None = None, outcome: str = "ok", **data: Any) -> Event:
+        """Append one event, durably (fsync, and the directory's for a new file).
+
+        The file lock orders every writer, threads of this process included (each call locks
+        its own descriptor). The in-memory mutex is held only to read and update the index, not
+        across the write and its fsync: readers of this instance (``up`` polling every node on
+        its event loop) then never wait for a disk flush of the netboot threads' appends."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self._lock), self._mutex:
-            if self._ino is not None:  # this instance keeps an index: bring it up to date
-                self._refresh()
-            # A writer that never read (the lease hook, a process per DHCP event) takes the
-            # last id from the file's tail instead of indexing the whole log.
-            last = self._index.last_id or self._tail_id(self.path) or self._tail_id(self.rotated(1))
-            event = Event(last + 1, time.time(), kind, node, outcome, data)
-            line = event.to_json().encode() + b"\n"
-            size = self.path.stat().st_size if self.path.exists() else 0
-            if size and size + len(line) > self.max_bytes:
-                self._rotate()
-                size = 0
+        with locked(self._lock):
+            with self._mutex:
+                if self._ino is not None:  # this instance keeps an index: bring it up to date
+                    self._refresh()
+                # A writer that never read (the lease hook, a process per DHCP event) takes the
+                # last id from the file's tail instead of indexing the whole log.
+                last = self._index.last_id or self._tail_id(self.path) or self._tail_id(self.rotated(1))
+                event = Event(last + 1, time.time(), kind, node, outcome, data)
+                line = event.to_json().encode() + b"\n"
+                size = self.path.stat().st_size if self.path.exists() else 0
+                if size and size + len(line) > self.max_bytes:
+                    self._rotate()
+                    size = 0
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 # A torn line from a crashed writer: start ours on a fresh line.
@@ -284,8 +291,9 @@ class EventLog:
                 os.close(fd)
             if size == 0:
                 fsync_dir(self.path.parent)  # a new file: its name must survive a power loss
-            if self._ino is not None:
-                self._refresh()
+            with self._mutex:
+                if self._ino is not None:
+                    self._refresh()
         return event
 
     def _rotate(self) -> None:
