@@ -10,6 +10,7 @@ older run would have used does, the run stops (exit 2) and names both directorie
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import InputError
@@ -23,7 +24,7 @@ def unanchored_state_dir(site: Site, cwd: Path | None = None) -> Path | None:
     raw = Path(site.cluster.state_dir or f"state/{site.cluster.name}").expanduser()
     if raw.is_absolute():
         return None
-    legacy = ((cwd or Path.cwd()) / raw).absolute()
+    legacy = Path(os.path.normpath(((cwd or Path.cwd()) / raw).absolute()))
     if legacy == site.state_dir or not StateLayout(legacy).secrets.is_file():
         return None
     return legacy

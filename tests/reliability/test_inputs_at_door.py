@@ -47,7 +47,7 @@ def test_plan_from_root_and_from_the_repository_gives_the_same_state_dir(capsys,
     code, out, _ = _run(capsys, "-i", "inventory/examples/lab.yaml", "-o", "json", "plan")
     assert code == 0
     from_repo = json.loads(out)["state_dir"]
-    assert from_root == from_repo == str(REPO / "inventory" / "examples" / "state" / "lab")
+    assert from_root == from_repo == str(REPO / "state" / "lab")  # lab.yaml: state_dir ../../state/lab
 
 
 def test_the_command_from_root_and_from_the_repository_agree() -> None:
@@ -61,7 +61,7 @@ def test_the_command_from_root_and_from_the_repository_agree() -> None:
 
     from_root = state_dir(Path("/"), str(LAB))
     from_repo = state_dir(REPO, "inventory/examples/lab.yaml")
-    assert from_root == from_repo == str(LAB.parent / "state" / "lab")
+    assert from_root == from_repo == str(REPO / "state" / "lab")
 
 
 def test_a_relative_state_dir_is_relative_to_the_inventory(capsys, monkeypatch, tmp_path: Path) -> None:
