@@ -90,7 +90,10 @@ def _sigterm_interrupts() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        # Hand it on as SIGINT: inside asyncio.run the runner's own SIGINT handler cancels the
+        # main task cleanly. Raising KeyboardInterrupt here instead could land inside a
+        # finalizer, where Python drops it and the run would go on.
+        signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
