@@ -23,9 +23,8 @@ from typing import Any
 import yaml
 
 from ..errors import InputError, OperationError
-from ..fsutil import atomic_write
 from ..inventory.model import Site
-from ..netboot.assets import default_root, sha256_file
+from ..netboot.assets import default_root, read_lock, sha256_file, write_lock
 from .releases import cozystack_major
 
 RELEASE_URL = "https://github.com/cozystack/cozystack/releases/download"
@@ -48,24 +47,13 @@ def lock_path(site: Site) -> Path:
     return site.base_dir / LOCK_NAME
 
 
-def read_lock(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        return {"assets": {}}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("assets", {}), dict):
-        raise InputError(f"{path}: expected a mapping with an 'assets' mapping")
-    raw.setdefault("assets", {})
-    return raw
-
-
 def _write_lock(path: Path, lock: dict[str, Any]) -> None:
-    header = (
-        "# Pinned Cozystack installer assets (sha256). Written by `provisioner platform assets`; commit it.\n"
+    write_lock(
+        path,
+        lock,
+        "# Pinned Cozystack installer assets (sha256). Written by `provisioner platform assets`; "
+        "commit it.\n",
     )
-    atomic_write(path, header + yaml.safe_dump(lock, sort_keys=True), mode=0o644)
 
 
 def _pin(lock: dict[str, Any], version: str, name: str, lpath: Path) -> str | None:

@@ -80,9 +80,17 @@ def read_lock(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _write_lock(path: Path, lock: dict[str, Any]) -> None:
-    header = "# Pinned Talos boot assets (sha256). Written by `provisioner assets fetch|import`; commit it.\n"
+def write_lock(path: Path, lock: dict[str, Any], header: str) -> None:
+    """A sha256 lock file (``assets:`` mapping) with a comment saying what wrote it; read by ``read_lock``."""
     atomic_write(path, header + yaml.safe_dump(lock, sort_keys=True), mode=0o644)
+
+
+def _write_lock(path: Path, lock: dict[str, Any]) -> None:
+    write_lock(
+        path,
+        lock,
+        "# Pinned Talos boot assets (sha256). Written by `provisioner assets fetch|import`; commit it.\n",
+    )
 
 
 def sha256_file(path: Path) -> str:
