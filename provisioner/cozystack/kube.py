@@ -206,6 +206,12 @@ class Kube:
             if not _retryable(exc):
                 raise self._error("watch", kind, exc) from None
             log.info("watch %s ended: %s", kind, _describe(exc))
+        except httpx.HTTPStatusError as exc:
+            # lightkube raises this (not ApiError) when a watch request itself is answered 5xx/4xx
+            code = exc.response.status_code
+            if code < 500:
+                raise ApiCallError("watch", kind, code, exc.response.reason_phrase, self.endpoint) from None
+            log.info("watch %s ended: HTTP %d", kind, code)  # the caller re-lists and re-watches
 
     async def server_version(self) -> str:
         """A cheap authenticated read proving the endpoint answers and trusts us (``kube-system``)."""

@@ -45,6 +45,19 @@ def make_inventory(workdir: Path, cluster: str) -> Path:
     return path
 
 
+def import_platform_assets(site: Site) -> None:
+    """The lab's stand-in Cozystack installer manifests, imported as ``make up`` does
+    (``platform assets lab-import``), so the rehearsal's ``up`` runs the platform stages too."""
+    import tempfile
+
+    from ..cozystack import assets
+    from . import platform_assets
+
+    with tempfile.TemporaryDirectory() as tmp:
+        platform_assets.write(site.cluster.cozystack_version, Path(tmp))
+        assets.import_dir(site, Path(tmp))
+
+
 @dataclass
 class LabRun:
     workdir: Path
@@ -73,6 +86,7 @@ class LabRun:
     ) -> LabRun:
         inventory = make_inventory(workdir, cluster)
         site = load_inventory(inventory).site
+        import_platform_assets(site)
         run = cls(workdir, inventory, site)
         labmod.down_namespace(run.namespace, labmod.LabPaths(run.lab_dir))  # leftovers
         labmod.up(site, run.lab_dir, faults=bmc_faults)

@@ -362,3 +362,34 @@ def test_api_ready_waits_for_an_api_that_comes_up_after_the_cluster_forms(
             await kube.close()
 
     assert asyncio.run(scenario()) >= 2.5
+
+
+def test_a_watch_answered_5xx_ends_for_a_rewatch_and_4xx_is_named(tmp_path: Path, host: KubeHost) -> None:
+    """lightkube raises httpx's HTTPStatusError when the watch request itself gets an error answer
+    (seen in the lab under TCG): a 5xx ends the watch (the caller re-lists), a 4xx names the kind."""
+    import httpx2 as httpx
+
+    from provisioner.cozystack.kube import ApiCallError, Kube
+
+    def answered(code: int) -> Any:
+        async def watch(*_: Any, **__: Any) -> Any:
+            request = httpx.Request("GET", host.server + "/apis/helm.toolkit.fluxcd.io/v2/helmreleases")
+            raise httpx.HTTPStatusError(
+                "error", request=request, response=httpx.Response(code, request=request)
+            )
+            yield  # an async generator, like lightkube's
+
+        return watch
+
+    async def scenario() -> None:
+        kube = Kube(host.kubeconfig, attempts=1)
+        try:
+            kube.client.watch = answered(500)  # type: ignore[method-assign]
+            assert [e async for e in kube.watch("v1", "ConfigMap")] == []
+            kube.client.watch = answered(403)  # type: ignore[method-assign]
+            with pytest.raises(ApiCallError, match=r"watch ConfigMap at .*HTTP 403"):
+                _ = [e async for e in kube.watch("v1", "ConfigMap")]
+        finally:
+            await kube.close()
+
+    asyncio.run(scenario())
