@@ -51,6 +51,13 @@ def register(cli: click.Group) -> None:
     help="Send configs over the maintenance API without checking the machine's identity (logged).",
 )
 @click.option(
+    "--until",
+    metavar="STAGE",
+    default=None,
+    help="Stop after this stage (e.g. `cluster`: form the cluster, install no platform); "
+    "a later `up` resumes from there.",
+)
+@click.option(
     "--keep-boot-servers",
     is_flag=True,
     help="Leave the netboot service on racks' boot servers running when the run ends.",
@@ -64,6 +71,7 @@ def up(
     pins: tuple[str, ...],
     insecure_apply: bool,
     keep_boot_servers: bool,
+    until: str | None,
 ) -> int:
     """Provision the selected nodes and form the cluster; rerun to resume."""
     from ..pipeline.up import up as run_up
@@ -72,6 +80,16 @@ def up(
     nodes = app.selected()
     options: dict[str, Any] = {"pins": _parse_pins(site, pins), "insecure_apply": insecure_apply}
     options["keep_boot_servers"] = keep_boot_servers  # racks behind boot servers (pipeline.boot_servers)
+    if until is not None:
+        from ..pipeline.stages import stage_names
+
+        names = stage_names(site.cluster.bundle_spec)
+        if until not in names:
+            raise click.BadParameter(
+                f"{until!r} is not a stage of bundle {site.cluster.bundle.value}; stages: {', '.join(names)}",
+                param_hint="--until",
+            )
+        options["until"] = until
     # Said first, on stderr: a run from an unexpected directory shows which state it uses.
     click.echo(f"state directory: {site.state_dir}", err=True)
     StateStore(site.state_dir).check(n.name for n in nodes)  # malformed records: exit 2, nothing touched

@@ -22,6 +22,7 @@ async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
     """Run ``stages`` for the site's bundle; the failure message of the stage that failed, or None."""
     bundle = ctx.site.cluster.bundle_spec
     progress = ctx.progress
+    until = ctx.options.get("until")
     try:
         for stage in stages:
             if not stage.applies(bundle):
@@ -29,6 +30,8 @@ async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
             if stage.done(ctx.layout) and not _outdated(stage, ctx):
                 ctx.stages[stage.name] = "done"
                 progress.stage(stage.name, "done", "already done (recorded in the state directory)")
+                if stage.name == until:
+                    break
                 continue
             ctx.stages[stage.name] = "running"
             progress.stage(stage.name, "running")
@@ -44,6 +47,8 @@ async def walk(ctx: RunContext, stages: Sequence[Stage]) -> str | None:
                 return None
             ctx.stages[stage.name] = "done"
             progress.stage(stage.name, "done")
+            if stage.name == until:  # `up --until STAGE`: the operator stops the walk here
+                break
     finally:
         ctx.resources.close()
     return None

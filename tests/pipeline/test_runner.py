@@ -54,3 +54,23 @@ def test_done_stages_are_skipped_unless_outdated(tmp_path: Path) -> None:
     assert (fresh.ran, changed.ran, plain.ran, todo.ran) == (False, True, False, True)
     assert ctx.stages == {"fresh": "done", "changed": "done", "plain": "done", "todo": "done"}
     assert ("changed", "running") in progress.lines and ("fresh", "running") not in progress.lines
+
+
+def test_until_stops_the_walk_after_that_stage(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    layout = StateLayout(site.state_dir)
+    ctx = RunContext(
+        site, layout, StateStore(site.state_dir), EventLog(layout.events), _Progress(), options={"until": "b"}
+    )
+    a, b, c = _Recorded("a", done=True), _Recorded("b", done=False), _Recorded("c", done=False)
+    assert asyncio.run(walk(ctx, [a, b, c])) is None
+    assert (b.ran, c.ran) == (True, False) and "c" not in ctx.stages
+
+
+def test_until_names_the_stages_when_unknown(tmp_path: Path, capsys) -> None:
+    from provisioner.cli import main
+
+    site = make_site(tmp_path)
+    assert main(["-i", str(site.source), "up", "--until", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not a stage" in err and "machine-configs" in err and "Traceback" not in err
