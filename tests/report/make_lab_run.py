@@ -1,10 +1,11 @@
-"""Regenerate ``data/lab-run/``: the recorded state directory of a finished lab run.
+"""``data/lab-run/`` is the recorded state of a real, finished lab run.
 
-The lab inventory (``inventory/examples/lab.yaml``: cp1-cp3 and w1 in rack ``lab``) went
-through ``up``; events have the kinds and fields the real writers emit (see
-``provisioner/report/synthetic.py``). To test against a real run instead, copy a lab
-run's ``state/lab/{events.jsonl,nodes/,cluster.json}`` over ``data/lab-run`` or point
-``PROVISIONER_REPORT_LAB_RUN`` at it.
+It was copied from a lab end-to-end run (2026-12-02: the e2e rehearsal of
+``inventory/examples/lab.yaml``, cp1-cp3 and w1 in rack ``lab``, QEMU under TCG, ``up --until
+cluster``): its ``events.jsonl``, ``nodes/`` and ``cluster.json`` (no secrets, configs or
+kubeconfig). To refresh it, copy a newer run's ``state/lab/{events.jsonl,nodes/,cluster.json}``
+over it, or point ``PROVISIONER_REPORT_LAB_RUN`` at one. This script writes a synthetic stand-in
+of the same shape instead, for when no lab run is at hand:
 
     .venv/bin/python tests/report/make_lab_run.py
 """
