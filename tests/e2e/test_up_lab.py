@@ -119,7 +119,10 @@ def test_rerun_after_success_changes_nothing(lab: LabRun) -> None:
         p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (lab.state / "configs").glob("*.yaml")
     } == configs
     new = lab.events.read(since=last)
-    assert [e.kind for e in new if e.kind != "cluster.step"] == [], "a rerun touched nodes"
+    # Run-level records only (the stage walk and the cluster step); nothing about a node.
+    run_level = ("cluster.step", "pipeline.stage")
+    assert [e.kind for e in new if e.kind not in run_level] == [], "a rerun touched nodes"
+    assert all(e.node is None for e in new), "a rerun recorded a node event"
 
 
 def test_status_shows_every_node_ready(lab: LabRun) -> None:
