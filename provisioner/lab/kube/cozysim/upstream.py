@@ -1,8 +1,8 @@
 """Read the upstream Cozystack facts the simulator needs from the copy inside the package.
 
 The bundle release lists and CRD files were copied from the project's shared reference into
-``provisioner/cozystack/upstream/`` (see its ``SOURCE.md`` and ``crds/SOURCES.txt``); nothing here may
-read ``/work/shared`` at run time. Files are read through ``importlib.resources`` so this also works from
+``provisioner/cozystack/upstream/`` (see its ``SOURCE.md`` and ``crds/SOURCES.txt``); nothing here reads
+the shared reference at run time. Files are read through ``importlib.resources`` so this also works from
 a wheel inside the lab image. The parsed data is cached: the files never change while a process runs.
 """
 
