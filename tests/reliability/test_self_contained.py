@@ -46,15 +46,16 @@ def test_the_detector_catches_every_way_of_spelling_the_path(tmp_path: Path) -> 
     """Guard against a detector that can never fire."""
     bad = tmp_path / "x" / "bad.py"
     bad.parent.mkdir()
+    s = "shared"  # the sample is assembled so this file itself holds no such path
     bad.write_text(
-        'A = REPO.parent / "shared" / "talos"\nB = "/work/shared/talos/x.json"\nC = "../shared/seeds"\n'
-        "# see shared/reference/talos.md for field numbers\n"
+        f'A = REPO.parent / "{s}" / "talos"\nB = "/work/{s}/talos/x.json"\nC = "../{s}/seeds"\n'
+        f"# see {s}/reference/talos.md for field numbers\n"
     )
     hits = _offenders(tmp_path)
     assert [h.split(":")[1] for h in hits] == ["1", "2", "3"]
     bad.write_text(
         "# see shared/reference/talos.md\nshared_lock = True\n"
-        '"""Never read ``/work/shared`` at run time."""\n'
+        f'"""Never read ``/work/{s}`` at run time."""\n'
     )
     assert _offenders(tmp_path) == []
 
