@@ -10,12 +10,9 @@ per platform (Talos, or generic for a hosted cluster).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ import yaml
 
 from ..errors import InputError, OperationError
 from ..inventory.model import Site
-from ..netboot.assets import default_root, read_lock, sha256_file, write_lock
+from ..netboot.assets import default_root, download, read_lock, sha256_file, write_lock
 from .releases import cozystack_major
 
 RELEASE_URL = "https://github.com/cozystack/cozystack/releases/download"
@@ -91,7 +88,7 @@ def fetch(
             results.append(AssetResult(name, target, pinned, "cached", False))
             continue
         url = f"{base_url.rstrip('/')}/{version}/{name}"
-        digest, size, tmp = _download(url, directory, timeout)
+        digest, size, tmp = download(url, directory, timeout)
         if pinned is not None and digest != pinned:
             tmp.unlink(missing_ok=True)
             raise OperationError(
@@ -104,27 +101,6 @@ def fetch(
     if any(r.pinned_now for r in results):
         _write_lock(lpath, lock)
     return results
-
-
-def _download(url: str, directory: Path, timeout: float) -> tuple[str, int, Path]:
-    h = hashlib.sha256()
-    size = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=".download.", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            while chunk := resp.read(1 << 20):
-                h.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = (
-            f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
-        )
-        raise OperationError(f"download {url} failed: {reason}") from None
-    os.chmod(tmp, 0o644)
-    return h.hexdigest(), size, tmp
 
 
 def import_dir(

@@ -144,7 +144,7 @@ def fetch(
             continue
         url = f"{factory_url.rstrip('/')}/image/{aset.schematic}/{aset.version}/{name}"
         try:
-            digest, size, tmp = _download(url, aset.directory, timeout)
+            digest, size, tmp = download(url, aset.directory, timeout)
         except OperationError as exc:
             if events:
                 events.append(ASSET_DOWNLOAD, None, "error", file=name, url=url, reason=str(exc))
@@ -168,7 +168,9 @@ def fetch(
     return results
 
 
-def _download(url: str, directory: Path, timeout: float) -> tuple[str, int, Path]:
+def download(url: str, directory: Path, timeout: float) -> tuple[str, int, Path]:
+    """Stream ``url`` into a temp file in ``directory``: (sha256, size, temp path); the caller
+    checks the pin and renames it into place, so a partial download is never mistaken for an asset."""
     h = hashlib.sha256()
     size = 0
     fd, tmp_name = tempfile.mkstemp(prefix=".download.", dir=directory)
