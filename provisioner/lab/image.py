@@ -57,19 +57,6 @@ PACKAGES = [
 ]
 # Wheels for the stand-in's Python side (cp311 manylinux or pure Python).
 WHEELS = ["grpclib", "h2", "hpack", "hyperframe", "multidict", "protobuf", "cryptography", "cffi", "PyYAML"]
-# The Cozystack simulator on the control planes talks to the API through lightkube (and its closure).
-WHEELS += [
-    "lightkube",
-    "lightkube-models",
-    "httpx2",
-    "httpcore2",
-    "h11",
-    "anyio",
-    "idna",
-    "truststore",
-    "typing-extensions",
-    "msgspec",
-]
 # Kernel modules loaded by /init (their dependencies are added from .modinfo).
 MODULES = [
     "virtio_pci",
@@ -91,8 +78,9 @@ PROJECT_CODE = [
     "provisioner/lab/standin",
     "provisioner/lab/kube",  # the Kubernetes API server stand-in, VIP election, kubelet (nodeagent.py)
     "provisioner/talosapi",
-    "provisioner/cozystack/__init__.py",  # the package the simulator's upstream data is read from
 ]
+# Run by the lab daemon on the host, not in the guests (provisioner/lab/controllers.py says why).
+PROJECT_CODE_EXCLUDED = ["provisioner/lab/kube/cozysim"]
 INIT_SCRIPT = REPO_ROOT / "provisioner/lab/standin/init.sh"
 
 # Parts of the unpacked packages the stand-in never uses: dropped to keep the image
@@ -314,7 +302,7 @@ def _wheels(target: Path, cache: Path) -> None:
         if store.exists():
             shutil.rmtree(store)
         tmp.rename(store)
-    # The *.dist-info folders stay: httpx2 (under lightkube) reads its own version from them at import.
+    # The *.dist-info folders stay: some packages read their own version from them at import.
     shutil.copytree(store, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", "RECORD"))
 
 
@@ -326,10 +314,8 @@ def _project_files() -> list[Path]:
             files += sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
         elif p.is_file():
             files.append(p)
-    from provisioner.lab.kube.cozysim.upstream import data_files  # only what the simulator reads
-
-    files += [REPO_ROOT / "provisioner/cozystack/upstream" / rel for rel in data_files()]
-    return files
+    excluded = [REPO_ROOT / rel for rel in PROJECT_CODE_EXCLUDED]
+    return [f for f in files if not any(f.is_relative_to(x) for x in excluded)]
 
 
 def _copy_project(root: Path) -> None:

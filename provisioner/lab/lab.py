@@ -35,6 +35,7 @@ from ..bmc import registry as bmc_registry
 from ..errors import InputError, OperationError
 from ..fsutil import atomic_write, private_dir, write_once
 from ..inventory.model import Node, Site
+from ..layout import StateLayout
 from . import netns, segments
 from .qemu import Disk, QemuSpec
 
@@ -289,6 +290,8 @@ def up(
                 {"name": n.node, "protocol": n.protocol, "port": n.port, "uefi": n.uefi} for n in lp.nodes
             ],
             "faults": faults or {},
+            # The controllers stand-in (controllers.py) starts once `up` writes this file.
+            "kubeconfig": str(StateLayout(site.state_dir).kubeconfig.resolve()),
         }
         atomic_write(paths.root / "daemon.json", json.dumps(config, indent=1))
         paths.ready.unlink(missing_ok=True)
@@ -482,6 +485,12 @@ def serve(root: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     fleet.start()
+    controllers = None
+    if config.get("kubeconfig"):
+        from .controllers import ControllersStandin
+
+        controllers = ControllersStandin(Path(config["kubeconfig"]), root / "controllers.log")
+        controllers.start()
     try:
         if fleet.ca_file is not None:
             atomic_write(paths.redfish_ca, fleet.ca_file.read_bytes(), mode=0o644)
@@ -494,6 +503,8 @@ def serve(root: Path) -> int:
         while not stopping:
             time.sleep(0.5)
     finally:
+        if controllers is not None:
+            controllers.stop()
         fleet.stop()
     return 0
 

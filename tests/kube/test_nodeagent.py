@@ -187,7 +187,7 @@ def test_control_plane_serves_with_the_cluster_ca_and_the_admin_kubeconfig(tmp_p
                 sans.get_values_for_type(x509.DNSName)
             )
             assert {"10.0.0.10", "127.0.0.1"} <= {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
-            for name in ("server.key", "tokens", "kubeconfig"):
+            for name in ("server.key", "tokens"):
                 assert oct((tmp_path / "var/kube" / name).stat().st_mode & 0o777) == "0o600"
             kubelet = KubeletStandin(k, "127.0.0.1", "127.0.0.1", port)
             kubelet.sync()  # the bootstrap token from the machine config is accepted
@@ -207,7 +207,8 @@ def test_block_devices_lists_whole_disks_from_sys_block(tmp_path) -> None:  # ty
     assert nodeagent.block_devices(tmp_path / "missing") == []
 
 
-def test_control_plane_starts_the_simulator_with_a_short_delay_and_its_hostname(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_control_plane_runs_only_the_api_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The simulator (in-cluster controllers) runs beside the VMs, not in them: lab/controllers.py."""
     from provisioner.lab.kube.nodeagent import ControlPlaneKube
 
     with running(simulator=False) as host:
@@ -215,8 +216,5 @@ def test_control_plane_starts_the_simulator_with_a_short_delay_and_its_hostname(
         k = parse_kube_config(machine_config((pki / "ca.crt").read_bytes(), None), "cp1")
     assert k is not None
     cmds = ControlPlaneKube(k, tmp_path, "http://127.0.0.1:2379", ["10.0.0.11"])._commands()
-    sim = cmds["cozysim"]
-    assert sim[1:3] == ["-m", "provisioner.lab.kube.cozysim"]
-    assert sim[sim.index("--kubeconfig") + 1] == str(tmp_path / "var/kube/kubeconfig")
-    assert float(sim[sim.index("--delay") + 1]) <= 1.0
-    assert sim[sim.index("--identity") + 1] == "cp1"
+    assert list(cmds) == ["apiserver"]
+    assert cmds["apiserver"][1:4] == ["-m", "provisioner.lab.kube", "serve"]

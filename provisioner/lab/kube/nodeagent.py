@@ -7,7 +7,7 @@ kubelet stand-in on every node. Runs inside the Talos stand-in agent (stdlib, Py
   this node's addresses, 127.0.0.1, ``kubernetes``, ``kubernetes.default.svc`` and the cluster
   domain); clients authenticate with a certificate from that CA (the admin kubeconfig) or with the
   cluster's bootstrap token (the kubelets, as real kubelets bootstrap with it). The Cozystack
-  simulator runs beside it when its module and lightkube are installed (one leader, by Lease).
+  simulator (the in-cluster controllers) runs on the host beside the VMs: ``lab/controllers.py``.
 - **VIP election** (as Talos does): every control plane competes for an etcd key bound to a short
   lease; the holder keeps the lease alive and holds the VIP; when it dies the lease expires and
   another control plane takes the key and the VIP (gratuitous ARP). A holder that cannot renew
@@ -24,7 +24,6 @@ import base64
 import contextlib
 import datetime as dt
 import http.client
-import importlib.util
 import json
 import logging
 import os
@@ -50,10 +49,6 @@ ELECTION_INTERVAL = 1.0
 LEASE_SECONDS = 40
 RENEW_INTERVAL = 10.0
 CNI_RELEASES = ("cilium", "kubeovn")
-SIMULATOR_MODULE = "provisioner.lab.kube.cozysim"
-# Seconds a simulated HelmRelease install takes in the lab: short, since TCG is slow enough already and
-# the platform part of every lab run (make up, the e2e tests) waits along the dependency chain.
-SIMULATOR_DELAY = 0.5
 DISKS_ANNOTATION = "lab.provisioner/disks"  # read by the simulator's LinstorSatellite check
 
 
@@ -255,7 +250,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 class ControlPlaneKube:
-    """The API server stand-in process (restarted if it dies) and the simulator on one control plane."""
+    """The API server stand-in process on one control plane, restarted if it dies."""
 
     def __init__(
         self, kcfg: KubeNodeConfig, root: Path, etcd: str, ips: list[str], port: int = API_PORT
@@ -283,8 +278,6 @@ class ControlPlaneKube:
         self._thread.join(5)
 
     def _write_pki(self) -> None:
-        from ..standin.kubeconfig import admin_client_cert
-        from .host import kubeconfig_text
         from .pki import serving_cert
 
         k = self.kcfg
@@ -308,10 +301,6 @@ class ControlPlaneKube:
         _write_private(self.dir / "server.key", skey)
         _write_private(self.dir / "ca.crt", k.ca_crt)
         _write_private(self.dir / "tokens", (k.bootstrap_token + "\n").encode())
-        acrt, akey = admin_client_cert(k.ca_crt, k.ca_key)
-        _write_private(
-            self.dir / "kubeconfig", kubeconfig_text(f"https://127.0.0.1:{self.port}", k.ca_crt, acrt, akey)
-        )
 
     def _commands(self) -> dict[str, list[str]]:
         d = self.dir
@@ -339,18 +328,6 @@ class ControlPlaneKube:
                 self.kcfg.kubernetes_version,
             ]
         }
-        if _has_module(SIMULATOR_MODULE + ".__main__") and _has_module("lightkube"):
-            cmds["cozysim"] = [
-                sys.executable,
-                "-m",
-                SIMULATOR_MODULE,
-                "--kubeconfig",
-                str(d / "kubeconfig"),
-                "--delay",
-                str(SIMULATOR_DELAY),
-                "--identity",
-                self.kcfg.hostname,
-            ]
         return cmds
 
     def _supervise(self) -> None:
@@ -368,13 +345,6 @@ class ControlPlaneKube:
                     logf.close()
                     log.info("kube stand-in: %s started (pid %d)", name, self._procs[name].pid)
             self._stop.wait(2.0)
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
 
 
 # --- the kubelet stand-in --------------------------------------------------------------------------
