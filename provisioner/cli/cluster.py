@@ -135,6 +135,9 @@ def _summary_text(d: dict[str, Any]) -> str:
     lines.append(f"cluster: {cluster}")
     if d["kubeconfig"]:
         lines.append(f"kubeconfig: {d['kubeconfig']}")
+    if d.get("platform") != "not installed" or d.get("stage_error"):
+        why = f": {d['stage_error']}" if d.get("platform") == "failed" and d.get("stage_error") else ""
+        lines.append(f"platform {d['bundle']} {d['platform']}{why}")
     lines.append(f"total: {d['seconds']:.0f}s")
     return "\n".join(lines)
 

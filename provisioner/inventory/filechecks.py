@@ -35,12 +35,14 @@ def patch_file_problems(site: Site) -> Iterator[tuple[tuple[Any, ...], str]]:
     """(field path, message) for every patch entry whose file cannot be used."""
     seen: dict[Path, str | None] = {}
     cluster_patches = site.cluster.talos.config_patches
-    entries: list[tuple[tuple[Any, ...], str]] = [
+    entries: list[tuple[tuple[Any, ...], str | dict[str, Any]]] = [
         (("cluster", "talos", "config_patches", i), p) for i, p in enumerate(cluster_patches)
     ]
     for n, node in enumerate(site.nodes):
         entries += [(("nodes", n, "config_patches", i), p) for i, p in enumerate(node.config_patches)]
     for field, rel in entries:
+        if not isinstance(rel, str):
+            continue  # an inline patch: nothing to read
         path = Path(rel) if Path(rel).is_absolute() else site.base_dir / rel
         if path not in seen:
             seen[path] = _problem(path)

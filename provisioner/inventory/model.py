@@ -190,7 +190,9 @@ class Talos(Model):
     schematic: dict[str, Any] = Field(default_factory=lambda: {"customization": {}})
     config_delivery: ConfigDelivery = ConfigDelivery.URL
     extra_kernel_args: list[KernelArg] = Field(default_factory=list)
-    config_patches: list[str] = Field(default_factory=list)  # files relative to the inventory
+    # Files relative to the inventory, or inline strategic-merge patches (as talosctl's --config-patch
+    # takes a file or inline YAML): a small patch can live in the inventory itself.
+    config_patches: list[str | dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod
@@ -375,7 +377,7 @@ class Node(Model):
     install_disk: str = "/dev/sda"
     data_disks: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
-    config_patches: list[str] = Field(default_factory=list)
+    config_patches: list[str | dict[str, Any]] = Field(default_factory=list)  # files or inline patches
 
     @field_validator("name")
     @classmethod

@@ -30,6 +30,9 @@ SIMULATOR_MODULE = "provisioner.lab.kube.cozysim"
 # waits along the bundle's dependency chain (about 15 releases deep for paas-full).
 SIMULATOR_DELAY = 0.5
 IDENTITY = "lab-controllers"
+# The guests' API server answers slowly when TCG starves them, and the lab runs one simulator: so a
+# long lease (no rival to hand over to), long watches (fewer restarts to serve) and patient requests.
+LAB_OPTIONS = ("--lease-duration", "60", "--watch-idle", "120", "--request-timeout", "60")
 
 
 class ControllersStandin:
@@ -79,6 +82,7 @@ class ControllersStandin:
             str(self.delay),
             "--identity",
             IDENTITY,
+            *LAB_OPTIONS,
         ]
 
     def _supervise(self) -> None:
@@ -89,11 +93,15 @@ class ControllersStandin:
                 self._terminate()
             if current is not None and (self._proc is None or self._proc.poll() is not None):
                 if self._proc is not None:
-                    log.warning("controllers stand-in: simulator exited (%s); restarting", self._proc.returncode)
+                    log.warning(
+                        "controllers stand-in: simulator exited (%s); restarting", self._proc.returncode
+                    )
                 with open(self.log_path, "ab") as logf:
                     self._proc = subprocess.Popen(
                         self._command(), stdout=logf, stderr=logf, stdin=subprocess.DEVNULL
                     )
-                log.info("controllers stand-in: simulator started (pid %d) on %s", self._proc.pid, self.kubeconfig)
+                log.info(
+                    "controllers stand-in: simulator started (pid %d) on %s", self._proc.pid, self.kubeconfig
+                )
             self._seen = current
             self._stop.wait(1.0)

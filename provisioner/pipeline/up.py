@@ -31,7 +31,9 @@ from ..workflow.talos_ops import TalosAccess, TalosOps
 from .base import Stage
 from .context import NetbootFactory, NodeOutcome, RunContext
 from .runner import walk
-from .stages import STAGES
+from .stages import PLATFORM_STAGES, STAGES
+
+PLATFORM_STAGE_NAMES = frozenset(s.name for s in PLATFORM_STAGES)
 
 __all__ = ["NodeOutcome", "UpResult", "up"]
 
@@ -45,6 +47,8 @@ class UpResult:
     seconds: float = 0.0
     stages: dict[str, str] = field(default_factory=dict)  # stage name -> status in this run
     stage_error: str | None = None
+    bundle: str = ""
+    platform: str = "not installed"  # ready | failed | not installed (a stage not reached or --until)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +67,8 @@ class UpResult:
             "seconds": round(self.seconds, 1),
             "stages": [{"name": k, "status": v} for k, v in self.stages.items()],
             "stage_error": self.stage_error,
+            "bundle": self.bundle,
+            "platform": self.platform,
             "nodes": [n.__dict__ for n in self.nodes],
         }
 
@@ -170,5 +176,18 @@ def up(
     if result.cluster in ("formed", "hosted") and ctx.kubeconfig is not None:
         result.kubeconfig = str(ctx.kubeconfig)
     result.stages = dict(ctx.stages)
+    result.bundle, result.platform = site.cluster.bundle, platform_verdict(site, stages, ctx.stages)
     result.seconds = time.monotonic() - started
     return result
+
+
+def platform_verdict(site: Site, stages: Sequence[Stage], statuses: dict[str, str]) -> str:
+    """"ready" when every platform stage the bundle has is done (in this run or recorded by an
+    earlier one), "failed" when one failed, "not installed" otherwise."""
+    bundle = site.cluster.bundle_spec
+    names = [s.name for s in stages if s.name in PLATFORM_STAGE_NAMES and s.applies(bundle)]
+    if not names:
+        return "not installed"
+    if any(statuses.get(n) == "failed" for n in names):
+        return "failed"
+    return "ready" if all(statuses.get(n) == "done" for n in names) else "not installed"

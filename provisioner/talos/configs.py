@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
 import logging
 import os
 import tempfile
@@ -39,7 +40,7 @@ from ..inventory.model import Management, Node, Role, Site
 from ..layout import StateLayout
 from . import yamlout
 from .checks import check_node_config
-from .patches import Document, Patch, apply_patch, apply_strategic, load_patch
+from .patches import Document, Patch, apply_patch, apply_strategic, load_patch, parse_patch
 from .pki import b64
 from .secrets import SecretsBundle, ensure_secrets
 from .talosconfig import write_talosconfig
@@ -151,7 +152,9 @@ class Renderer:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def _patch(self, rel: str, where: str) -> Patch:
+    def _patch(self, rel: str | dict[str, Any], where: str) -> Patch:
+        if isinstance(rel, dict):  # inline in the inventory: one strategic-merge document
+            return parse_patch(json.dumps(rel), f"{where} (inline)")  # JSON is YAML; plain types only
         path = Path(rel)
         if not path.is_absolute():
             path = self.site.base_dir / path

@@ -155,3 +155,19 @@ def test_vip_outside_the_node_subnet_is_caught(make_site) -> None:
     site = site.model_copy(update={"networks": nets.model_copy(update={"management": mgmt})})
     with pytest.raises(InputError, match=r"cp1: the VIP 192\.168\.78\.10 is outside the subnet"):
         generate_configs(site)
+
+
+def test_inline_patches_in_the_inventory_apply_like_files(make_site, tmp_path: Path) -> None:
+    """A patch may sit in the inventory itself (as talosctl's --config-patch takes inline YAML)."""
+    etcd = {"cluster": {"etcd": {"extraArgs": {"heartbeat-interval": "500", "election-timeout": "5000"}}}}
+    node_file = _write(tmp_path, "w1.yaml", "machine:\n  nodeLabels:\n    role: storage\n")
+    site = make_site(
+        cluster_patches=[etcd],
+        node_patches={"w1": [node_file, {"machine": {"nodeLabels": {"role": "compute"}}}]},
+    )
+    paths = generate_configs(site)
+    cp = load_docs(paths["cp1"])[0]
+    assert cp["cluster"]["etcd"]["extraArgs"] == {"heartbeat-interval": "500", "election-timeout": "5000"}
+    assert cp["cluster"]["etcd"]["advertisedSubnets"] == ["192.168.77.0/24"]  # merged, not replaced
+    w = load_docs(paths["w1"])[0]
+    assert w["machine"]["nodeLabels"] == {"role": "compute"}  # the inline patch came after the file

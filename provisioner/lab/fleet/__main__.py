@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--boot-delay", type=float, default=0.0, help="power-on -> netboot request, seconds")
     up.add_argument("--install-delay", type=float, default=0.0, help="config fetched -> installed, seconds")
     up.add_argument("--profile", type=Path, help="write a cProfile of the `up` process here")
+    up.add_argument("--sample", type=Path, help="write py-spy's samples of `up` (all threads) here")
     up.add_argument("--timeout", type=float, default=900.0, help="kill `up` after this many seconds")
     up.add_argument("--json", action="store_true", help="print the full result as JSON")
     up.add_argument("up_args", nargs="*", help="passed to `provisioner up` (after --)")
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             redfish_every=args.redfish_every,
             delays=Delays(bmc_latency=args.bmc_latency, boot=args.boot_delay, install=args.install_delay),
         )
-        result = harness.run(plan, tuple(args.up_args), profile=args.profile, timeout=args.timeout)
+        result = harness.run(
+            plan, tuple(args.up_args), profile=args.profile, timeout=args.timeout, sample=args.sample
+        )
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -148,6 +148,45 @@ def poll_cost(events_path: Path, samples: int = 200) -> float:
     return (time.perf_counter() - t0) * 1000 / samples
 
 
+SAMPLE_RATE = 50  # py-spy samples per second: cheap enough not to move the figures
+
+
+Sampler = tuple[threading.Timer, list[subprocess.Popen[bytes]]]
+
+
+def _start_sampler(pid: int, out: Path, delay: float = 1.5) -> Sampler:
+    """Sample `up` (every thread, idle ones left out) with py-spy into ``out`` (collapsed stacks),
+    once its interpreter is up (attaching at once fails to find it). Measured from outside, so
+    `up`'s own figures are unchanged; py-spy ends when `up` does."""
+    started: list[subprocess.Popen[bytes]] = []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+    def start() -> None:
+        cmd = [spy, "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE), "--nonblocking"]
+        cmd += ["--format", "raw", "-o", str(out)]
+        started.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    timer = threading.Timer(delay, start)
+    timer.start()
+    return timer, started
+
+
+def top_self(sample: Path, count: int = 5) -> list[tuple[str, float, float]]:
+    """The functions most often on top of a stack in py-spy's collapsed output: (function,
+    estimated CPU seconds, share of all samples)."""
+    self_samples: dict[str, int] = {}
+    total = 0
+    for line in sample.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        self_samples[leaf] = self_samples.get(leaf, 0) + int(n)
+        total += int(n)
+    top = sorted(self_samples.items(), key=lambda kv: kv[1], reverse=True)[:count]
+    return [(name, n / SAMPLE_RATE, n / max(total, 1)) for name, n in top]
+
+
 def _say(what: str) -> None:
     """Progress on stderr, with a timestamp: where a slow fleet run spends its time."""
     print(f"{time.strftime('%H:%M:%S')} fleet: {what}", file=sys.stderr, flush=True)
@@ -159,8 +198,10 @@ def run(
     profile: Path | None = None,
     timeout: float = 600.0,
     emulator_processes: int = 0,
+    sample: Path | None = None,
 ) -> FleetResult:
-    """Start the fleet, run `up` on its inventory, measure, stop the fleet. Call in a private netns."""
+    """Start the fleet, run `up` on its inventory, measure, stop the fleet. Call in a private netns.
+    ``profile``: cProfile `up`'s main thread into that file; ``sample``: py-spy `up`'s threads."""
     plan.workdir.mkdir(parents=True, exist_ok=True)
     plan.write_password(PASSWORD)
     machines = [plan.machine(i) for i in range(plan.nodes)]
@@ -198,6 +239,7 @@ def run(
         started = time.time()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         log_file.close()
+        sampler = _start_sampler(proc.pid, sample) if sample is not None else None
         watcher = threading.Thread(
             target=_watch, args=(events_path, started, stop, formed, proc), daemon=True
         )
@@ -210,6 +252,13 @@ def run(
         wall = time.time() - started
         killer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
+        if sampler is not None:
+            sampler[0].cancel()
+            for spy in sampler[1]:
+                try:
+                    spy.wait(timeout=30)  # it writes its file once `up` is gone
+                except subprocess.TimeoutExpired:
+                    spy.kill()
         stop.set()
         watcher.join()
         if "stopped" in formed:  # stopped at the first Kubernetes stage: the run ended there

@@ -87,7 +87,10 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
+    fields = lines[0].split(" ", 2)
+    if len(fields) < 2 or not fields[1].isdigit():
+        raise EtcdGatewayError(f"etcd answered a malformed status line {lines[0][:60]!r}")
+    status = int(fields[1])
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if ":" in line:

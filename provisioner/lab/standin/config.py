@@ -33,6 +33,7 @@ class MachineConfig:
     cluster_name: str
     k8s_ca_crt: bytes | None
     k8s_ca_key: bytes | None = field(repr=False)
+    etcd_extra_args: tuple[tuple[str, str], ...] = ()  # cluster.etcd.extraArgs, passed to etcd as flags
 
     @property
     def control_plane(self) -> bool:
@@ -75,6 +76,11 @@ def _vip(doc: dict[str, Any]) -> str | None:
     return None
 
 
+_ETCD_OWNED_FLAGS = frozenset(
+    {"name", "data-dir", "advertise-client-urls", "initial-advertise-peer-urls", "logger", "log-outputs"}
+)
+
+
 def parse(data: bytes) -> MachineConfig:
     """Read ``data`` (first v1alpha1 document); InvalidConfig names the missing or bad field."""
     import yaml
@@ -110,8 +116,19 @@ def parse(data: bytes) -> MachineConfig:
         raise InvalidConfig("machine config: machine.token is missing")
     os_ca_crt = _pem(doc, "machine.ca.crt", True)
     assert os_ca_crt is not None
+    extra = _get(doc, "cluster.etcd.extraArgs") or {}
+    if not isinstance(extra, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in extra.items()
+    ):
+        raise InvalidConfig("machine config: cluster.etcd.extraArgs must map flag names to strings")
+    owned = sorted(k for k in extra if k in _ETCD_OWNED_FLAGS or k.startswith(("listen-", "initial-")))
+    if owned:
+        raise InvalidConfig(
+            f"machine config: cluster.etcd.extraArgs may not set {', '.join(owned)} (Talos sets it)"
+        )
     return MachineConfig(
         raw=data,
+        etcd_extra_args=tuple(sorted((k, str(v)) for k, v in extra.items())),
         machine_type=mtype,
         os_ca_crt=os_ca_crt,
         os_ca_key=_pem(doc, "machine.ca.key", control_plane),

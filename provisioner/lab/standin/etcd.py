@@ -59,6 +59,8 @@ class EtcdSettings:
     peer_port: int = PEER_PORT
     binary: str = ETCD_BINARY
     cluster_token: str = "talos-standin"
+    # cluster.etcd.extraArgs (e.g. heartbeat-interval, election-timeout): Talos passes them as flags.
+    extra_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def client_url(self) -> str:
@@ -165,6 +167,7 @@ class Etcd:
             "zap",
             "--log-outputs",
             "stderr",
+            *(f"--{k}={v}" for k, v in s.extra_args),
         ]
         if initial is not None:
             cmd += [

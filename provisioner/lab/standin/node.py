@@ -97,6 +97,7 @@ class ConfiguredNode:
                     listen_any=opts.listen_any,
                     client_port=opts.etcd_client_port,
                     peer_port=opts.etcd_peer_port,
+                    extra_args=cfg.etcd_extra_args,
                 )
             )
 

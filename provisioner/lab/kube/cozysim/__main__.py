@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+import httpx2
 import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
@@ -41,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lease-duration", type=int, default=15, help="seconds before a silent leader's Lease may be taken"
     )
+    parser.add_argument(
+        "--watch-idle",
+        type=float,
+        default=15.0,
+        help="seconds a watch may stay silent before it is resumed (its server timeout is 5 s less)",
+    )
+    parser.add_argument("--request-timeout", type=float, default=10.0, help="seconds per API request")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     return parser
 
@@ -51,6 +59,10 @@ def _load(args: argparse.Namespace) -> tuple[KubeConfig, KubeFaults]:
         raise UsageError(f"--delay: {args.delay} must not be negative")
     if args.resync <= 0:
         raise UsageError(f"--resync: {args.resync} must be positive")
+    if args.watch_idle < 6:
+        raise UsageError(f"--watch-idle: {args.watch_idle} must be at least 6 seconds")
+    if args.request_timeout <= 0:
+        raise UsageError(f"--request-timeout: {args.request_timeout} must be positive")
     if args.lease_duration < 2:
         raise UsageError(f"--lease-duration: {args.lease_duration} must be at least 2 seconds")
     try:
@@ -90,7 +102,9 @@ async def _main(config: KubeConfig, faults: KubeFaults, args: argparse.Namespace
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     identity = args.identity or f"{socket.gethostname()}-{os.getpid()}"
-    client = AsyncClient(config=config, field_manager="cozystack-simulator")
+    client = AsyncClient(
+        config=config, field_manager="cozystack-simulator", timeout=httpx2.Timeout(args.request_timeout)
+    )
     sim = Simulator(
         client,
         identity=identity,
@@ -98,6 +112,7 @@ async def _main(config: KubeConfig, faults: KubeFaults, args: argparse.Namespace
         faults=faults,
         resync=args.resync,
         lease_duration=args.lease_duration,
+        watch_idle=args.watch_idle,
     )
     logging.getLogger("cozysim").info(
         "starting as %s (delay %.2fs, faults %s)", identity, args.delay, faults.to_text()

@@ -59,6 +59,7 @@ class Simulator:
         faults: KubeFaults | None = None,
         resync: float = 5.0,
         lease_duration: int = 15,
+        watch_idle: float = 15.0,
     ) -> None:
         self.client = client
         self.delay = delay
@@ -73,7 +74,7 @@ class Simulator:
         self.package_source_done = False
 
         def informer(kind: Kind, namespace: str | None = None) -> Informer:
-            return Informer(client, kind, self._wake.set, namespace=namespace)
+            return Informer(client, kind, self._wake.set, namespace=namespace, idle=watch_idle)
 
         self.inf: dict[str, Informer] = {
             "ns": informer(kinds.NAMESPACE),
