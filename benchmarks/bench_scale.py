@@ -20,8 +20,12 @@ loopback, taken as zero.
 
 Targets at 1,000 nodes (issue 16): peak RSS <= 200 MB, CPU <= 50 ms per node, wall <= 1.5x the
 ideal; growth 100 -> 1,000 linear or better: CPU seconds at 1,000 / (10 x CPU seconds at 100) <= 1.
-Exits 1 on any miss or failed run. Needs root (the fleet's own network namespace). `--profile FILE`
-additionally writes a cProfile of the largest run's `up` process (it slows that run).
+Exits 1 on any miss or failed run. Needs root (the fleet's own network namespace).
+
+Where the time goes: the largest run's `up` is sampled from outside by py-spy (every thread, idle
+ones left out, 50 samples/s, not blocking it), and the 5 functions most often on top of its stacks
+(self CPU time) are printed before the verdicts. `--profile FILE` instead writes a cProfile of the
+largest run's main thread (deterministic, but it slows that run and misses the worker threads).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provisioner.lab.fleet import minimums  # noqa: E402
+from provisioner.lab.fleet.harness import top_self  # noqa: E402
 
 SIZES = (100, 300, 1000)
 BMC_LATENCY = 0.02
@@ -70,7 +75,9 @@ def ideal_seconds(result: dict[str, Any]) -> float:
     )
 
 
-def run_fleet(nodes: int, workdir: Path, profile: Path | None, timeout: float) -> dict[str, Any]:
+def run_fleet(
+    nodes: int, workdir: Path, profile: Path | None, timeout: float, sample: Path | None = None
+) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "provisioner.lab.fleet", "up", "--nodes", str(nodes), "--json",
         "--workdir", str(workdir), "--bmc-latency", str(BMC_LATENCY), "--boot-delay", str(BOOT_DELAY),
@@ -78,6 +85,8 @@ def run_fleet(nodes: int, workdir: Path, profile: Path | None, timeout: float) -
     ]  # fmt: skip
     if profile is not None:
         cmd += ["--profile", str(profile)]
+    if sample is not None:
+        cmd += ["--sample", str(sample)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout + 120)
     if not proc.stdout.strip():
         raise RuntimeError(f"fleet of {nodes}: no result (exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -101,6 +110,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--profile", type=Path, help="cProfile the largest run's `up` into this file")
     ap.add_argument("--timeout", type=float, default=400.0, help="seconds per run before `up` is killed")
+    ap.add_argument("--no-sample", action="store_true", help="do not sample the largest run with py-spy")
     args = ap.parse_args()
     results: dict[int, dict[str, Any]] = {}
     started = time.monotonic()
@@ -115,9 +125,16 @@ def main() -> int:
         f"{'HTTP/node':>9} {'Talos/node':>10}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        sample = None if args.no_sample or args.profile else Path(tmp) / "up.pyspy"
+        top: list[tuple[str, float, float]] = []
         for n in args.sizes:
-            profile = args.profile if args.profile and n == max(args.sizes) else None
-            r = results[n] = run_fleet(n, Path(tmp) / str(n), profile, args.timeout)
+            largest = n == max(args.sizes)
+            profile = args.profile if args.profile and largest else None
+            r = results[n] = run_fleet(
+                n, Path(tmp) / str(n), profile, args.timeout, sample if largest else None
+            )
+            if largest and sample is not None and sample.exists():
+                top = top_self(sample)
             r["ideal_s"] = ideal_seconds(r)
             print(
                 f"{n:>6} {'yes' if r['ok'] else 'NO':>3} {r['wall_s']:7.1f} {r['ideal_s']:7.1f} "
@@ -133,9 +150,15 @@ def main() -> int:
         f"(+ {minimums.TALOS_CLUSTER} for the cluster)"
     )
     if args.profile:
-        print(f"top 5 functions of `up` at {max(args.sizes)} nodes (self time, cProfile):")
+        print(f"top 5 functions of `up` at {max(args.sizes)} nodes (self time, cProfile, main thread):")
         for line in top_functions(args.profile):
             print(f"  {line}")
+    elif top:
+        print(f"top 5 functions of `up` at {max(args.sizes)} nodes (self CPU time, py-spy, all threads):")
+        for name, seconds, share in top:
+            print(f"  {seconds:7.2f} s  {share:6.1%}  {name.replace(str(REPO) + '/', '')}")
+    elif not args.no_sample:
+        print("top 5 functions: no py-spy samples (py-spy missing, or it could not attach)")
     print(f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative)")
     failed = [n for n, r in results.items() if not r["ok"]]
     for n in failed:
