@@ -5,7 +5,8 @@ The transitions are enumerated from the code: every node phase a record can take
 moment between Bootstrap and its record. The "crash" is an exception nothing in the tool
 catches (``Crash``), raised right after the transition is on disk: the run's tasks are
 abandoned mid-flight as a SIGKILL would leave them, while the fake machines go on booting.
-(The platform stages' transitions are covered where a Kubernetes API exists: tests/platform.)
+The platform stages' transitions (every stage record, the apply journal, a run killed with a real
+SIGKILL at each) are ``test_platform_crash_points.py``, against the Kubernetes API stand-in.
 """
 
 from __future__ import annotations
