@@ -33,8 +33,13 @@ def secrets() -> None:
     "--from", "source", type=click.Path(path_type=Path, dir_okay=False), default=None,
     help="Import this talosctl secrets.yaml instead of generating one.",
 )
+@click.option(
+    "--ignore-installed-nodes", is_flag=True,
+    help="Generate new secrets although inventory nodes answer as installed under other secrets "
+    "(they can then only be reinstalled); logged as a warning.",
+)
 @pass_app
-def secrets_generate(app: App, source: Path | None) -> None:
+def secrets_generate(app: App, source: Path | None, ignore_installed_nodes: bool) -> None:
     """Create the bundle once (state/<cluster>/secrets.yaml, 0600); later runs reuse it."""
     site = app.site
     path = secrets_path(site)
@@ -42,7 +47,7 @@ def secrets_generate(app: App, source: Path | None) -> None:
         bundle, created = import_secrets(site, source)
     else:
         existed = path.exists()
-        bundle = ensure_secrets(site)
+        bundle = ensure_secrets(site, ignore_installed_nodes=ignore_installed_nodes)
         created = not existed
     data = {
         "path": str(path),

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..fsutil import locked, private_dir, write_once
 from ..inventory.model import Site
 from ..layout import StateLayout
-from ..statedir import refuse_if_state_elsewhere
+from ..statedir import refuse_if_nodes_installed, refuse_if_state_elsewhere
 from . import pki
 from .pki import KeyPair
 
@@ -203,15 +203,18 @@ def secrets_path(site: Site) -> Path:
     return StateLayout(site.state_dir).secrets
 
 
-def ensure_secrets(site: Site) -> SecretsBundle:
+def ensure_secrets(site: Site, *, ignore_installed_nodes: bool = False) -> SecretsBundle:
     """The cluster's bundle: reused if ``secrets.yaml`` exists, else generated once (0600).
 
     Under a lock and with a create-if-absent link, so two concurrent runs end up with the
-    same bundle and an existing file is never replaced.
+    same bundle and an existing file is never replaced. Before creating one, the guards of
+    ``statedir.py`` look for this site's state elsewhere and for nodes already installed under
+    other secrets (``ignore_installed_nodes``: the operator's explicit override, logged).
     """
     path = secrets_path(site)
     if not path.exists():
         refuse_if_state_elsewhere(site)  # an older run's state elsewhere: no second CA
+        refuse_if_nodes_installed(site, ignore=ignore_installed_nodes)  # nodes of another CA
     private_dir(path.parent)
     with locked(path.with_name(".secrets.lock")):
         if path.exists():
