@@ -96,32 +96,26 @@ def probe(address: str, port: int = TALOS_API_PORT, timeout: float = 1.5) -> Api
     except OSError as exc:
         return ApiAnswer(address, port, "unreachable", detail=exc.strerror or type(exc).__name__)
     seen: list[int] = []
+    issuer: str | None = None
+    mode: Mode
     with sock:
         sock.settimeout(timeout)
         try:
-            tls = _context(seen).wrap_socket(sock)
-        except ssl.SSLError as exc:
-            if _refuses_anonymous(exc) or CERTIFICATE_REQUEST in seen:
-                return ApiAnswer(address, port, "installed", detail="requires a client certificate")
-            return ApiAnswer(address, port, "other", detail=f"TLS failed: {exc.reason or exc}")
-        except OSError as exc:
-            return ApiAnswer(address, port, "unreachable", detail=str(exc) or type(exc).__name__)
-        with tls:
-            issuer = _issuer(tls.getpeercert(binary_form=True))
-            try:
+            with _context(seen).wrap_socket(sock) as tls:
+                issuer = _issuer(tls.getpeercert(binary_form=True))
                 tls.sendall(H2_PREFACE)
                 answered = tls.recv(1)
-            except ssl.SSLError as exc:
-                if _refuses_anonymous(exc) or CERTIFICATE_REQUEST in seen:
-                    return ApiAnswer(address, port, "installed", issuer, "requires a client certificate")
-                return ApiAnswer(address, port, "other", issuer, f"TLS failed: {exc.reason or exc}")
-            except OSError as exc:
-                return ApiAnswer(address, port, "other", issuer, str(exc) or type(exc).__name__)
-    if CERTIFICATE_REQUEST in seen:
+            if answered:
+                mode, detail = "maintenance", "serves without a client certificate"
+            else:
+                mode, detail = "other", "closed the connection"
+        except ssl.SSLError as exc:
+            mode, detail = ("installed", "") if _refuses_anonymous(exc) else ("other", f"TLS failed: {exc}")
+        except OSError as exc:
+            mode, detail = ("other", str(exc) or type(exc).__name__)
+    if mode == "installed" or CERTIFICATE_REQUEST in seen:
         return ApiAnswer(address, port, "installed", issuer, "requires a client certificate")
-    if answered:
-        return ApiAnswer(address, port, "maintenance", issuer, "serves without a client certificate")
-    return ApiAnswer(address, port, "other", issuer, "closed the connection")
+    return ApiAnswer(address, port, mode, issuer, detail)
 
 
 def probe_all(
