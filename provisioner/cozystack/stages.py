@@ -356,7 +356,7 @@ class HelmReleases(_PlatformStage):
         last_line = ""
         gave_up: dict[str, float] = {}
 
-        idle = float(ctx.options.get("watch_idle", 10.0))
+        idle = float(ctx.options.get("watch_idle", 30.0))
 
         async def watcher() -> None:
             # List, then one watch over every HelmRelease; a watch that ends, errs or goes silent

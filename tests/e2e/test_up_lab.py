@@ -1,9 +1,11 @@
-"""`provisioner up` end to end against the virtual lab (issue 7's acceptance).
+"""`provisioner up` end to end against the virtual lab (issues 7, 10, 11 and 13).
 
 3 control planes + 1 worker (IPMI and Redfish BMCs) go from powered off to a 3-member
 etcd and a kubeconfig. The first run is killed with SIGKILL once some nodes fetched their
 configs; the rerun must finish without reinstalling anything, with the secrets untouched.
-A second lab runs with BMC fault injection on.
+kubectl then sees the Nodes through the VIP; `up` installs the paas-full platform, checked with
+kubectl; every control plane is reset and `up` bootstraps again; the VIP survives its holder's
+power-off. A second lab runs with BMC fault injection on and one dead BMC.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pytest
 from provisioner.lab.rehearsal import LabRun
 
 from .conftest import TIMINGS
+from .lab_kubectl import NODES, kubectl, kubectl_json, nodes, ready, vip_holder, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.e2e]
 
@@ -108,6 +112,24 @@ def test_etcd_has_three_voting_members_over_the_talos_api(lab: LabRun) -> None:
     assert sorted(map(tuple, json.loads(res.stdout))) == [("cp1", False), ("cp2", False), ("cp3", False)]
 
 
+def test_kubectl_lists_four_nodes_through_the_vip_not_ready_before_the_cni(lab: LabRun) -> None:
+    """Issue 10: the control planes serve the API stand-in through the VIP; every node's kubelet
+    stand-in registers its Node and Lease, NotReady until the CNI is installed."""
+    answers = wait_for("the VIP", 300, lambda: kubectl(lab, "version", "-o", "json").returncode == 0)
+    assert answers
+    out = json.loads(kubectl(lab, "version", "-o", "json").stdout)
+    assert out["serverVersion"]["gitVersion"].endswith("+provisioner-stand-in")
+    found = wait_for("4 Nodes", 300, lambda: sorted(nodes(lab)) == NODES and nodes(lab))
+    assert {n: ready(v) for n, v in found.items()} == dict.fromkeys(NODES, "False")
+    cp1 = found["cp1"]
+    assert "node-role.kubernetes.io/control-plane" in cp1["metadata"]["labels"]
+    assert "node-role.kubernetes.io/control-plane" not in found["w1"]["metadata"]["labels"]
+    assert {"type": "InternalIP", "address": "192.168.77.11"} in cp1["status"]["addresses"]
+    assert cp1["status"]["capacity"]["cpu"]
+    leases = kubectl(lab, "-n", "kube-node-lease", "get", "leases", "-o", "name")
+    assert sorted(leases.stdout.split()) == [f"lease.coordination.k8s.io/{n}" for n in NODES]
+
+
 def test_rerun_after_success_changes_nothing(lab: LabRun) -> None:
     records = {p.name: p.read_bytes() for p in (lab.state / "nodes").glob("*.json")}
     configs = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (lab.state / "configs").glob("*.yaml")}
@@ -147,6 +169,115 @@ def test_reset_wipes_a_node_and_up_reinstalls_it(lab: LabRun) -> None:
     assert [e.outcome for e in fetched] == ["ok"], (
         "the wiped node did not network-boot and fetch its config again"
     )
+
+
+def test_up_installs_the_platform_and_kubectl_sees_it_ready(lab: LabRun) -> None:
+    """The lab inventory from a formed cluster to "platform paas-full ready" (issue 11), checked with
+    kubectl: HelmReleases, StorageClasses, LINSTOR satellites, KubeVirt, MetalLB and the tenant tree."""
+    from provisioner.cozystack.stages import expected_for
+
+    rc, result = lab.up(until=None, timeout=2400)
+    assert rc == 0, f"platform install failed: {json.dumps(result, indent=1)}; see {lab.workdir / 'up.log'}"
+    assert (result["bundle"], result["platform"]) == ("paas-full", "ready")
+
+    rerun = lab.tool("up", timeout=600)  # the operator's view: every stage recorded, the summary line
+    assert rerun.returncode == 0, rerun.stderr
+    assert "platform paas-full ready" in rerun.stdout
+
+    releases = kubectl_json(lab, "helmreleases.helm.toolkit.fluxcd.io", "-A")["items"]
+    names = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in releases}
+    expected = {(e.namespace, e.name) for e in expected_for(lab.site).values()}
+    assert len(expected) > 70 and names == expected
+    assert [r["metadata"]["name"] for r in releases if ready(r) != "True"] == []
+    # The kubelet stand-ins report Ready once the CNI releases (cilium, kubeovn) are Ready.
+    wait_for("Nodes Ready", 120, lambda: (n := nodes(lab)) and all(ready(v) == "True" for v in n.values()))
+
+    classes = {c["metadata"]["name"]: c for c in kubectl_json(lab, "storageclasses")["items"]}
+    assert {"local", "replicated"} <= set(classes)
+    default = "storageclass.kubernetes.io/is-default-class"
+    assert classes["local"]["metadata"].get("annotations", {}).get(default) == "true"
+    assert classes["replicated"]["metadata"].get("annotations", {}).get(default) != "true"
+
+    sats = kubectl_json(lab, "linstorsatellites.piraeus.io")["items"]
+    satellites = {s["metadata"]["name"]: s for s in sats}
+    assert sorted(satellites) == ["cp1", "cp2", "cp3", "w1"]
+    for node, sat in satellites.items():
+        pools = [p["name"] for p in sat["spec"].get("storagePools", [])]
+        assert "data" in pools, f"{node}: storage pools {pools}"
+        conditions = {c["type"]: c["status"] for c in sat.get("status", {}).get("conditions", [])}
+        assert conditions.get("Available") == "True" and conditions.get("Configured") == "True", node
+
+    kubevirt = kubectl_json(lab, "kubevirts.kubevirt.io", "-n", "cozy-kubevirt", "kubevirt")
+    assert kubevirt["status"]["phase"] == "Deployed"
+
+    pools = kubectl_json(lab, "ipaddresspools.metallb.io", "-n", "cozy-metallb")["items"]
+    assert [p["spec"]["addresses"] for p in pools] == [["192.168.77.100-192.168.77.150"]]
+
+    tenants = {
+        (t["metadata"]["namespace"], t["metadata"]["name"])
+        for t in kubectl_json(lab, "tenants.apps.cozystack.io", "-A")["items"]
+    }
+    assert tenants == {("tenant-root", "root"), ("tenant-root", "demo"), ("tenant-demo", "dev")}
+    namespaces = {n["metadata"]["name"]: n for n in kubectl_json(lab, "namespaces")["items"]}
+    want = {  # inventory/examples/lab.yaml: root runs etcd, ingress, monitoring; demo ingress; dev etcd
+        "tenant-root": ("lab.cozy.test", "tenant-root", "tenant-root", "tenant-root"),
+        "tenant-demo": ("demo.lab.cozy.test", "tenant-root", "tenant-demo", "tenant-root"),
+        "tenant-demo-dev": ("dev.demo.lab.cozy.test", "tenant-demo-dev", "tenant-demo", "tenant-root"),
+    }
+    for ns, (host, etcd, ingress, monitoring) in want.items():
+        labels = namespaces[ns]["metadata"].get("labels", {})
+        keys = ("host", "etcd", "ingress", "monitoring")
+        got = tuple(labels.get(f"namespace.cozystack.io/{k}") for k in keys)
+        assert got == (host, etcd, ingress, monitoring), f"{ns}: {labels}"
+
+
+def test_reset_of_every_control_plane_then_up_bootstraps_again(lab: LabRun) -> None:
+    """Issue 13: after every control plane is reset the cluster record no longer says formed, and
+    the next `up` bootstraps a new etcd instead of reporting the old cluster."""
+    res = lab.tool("--node", "cp1", "--node", "cp2", "--node", "cp3", "reset", "--yes", timeout=600)
+    assert res.returncode == 0, res.stderr
+    cluster = json.loads((lab.state / "cluster.json").read_text())
+    assert not cluster.get("formed") and not cluster.get("bootstrapped")
+    last = lab.events.last_id()
+    rc, result = lab.up()
+    assert rc == 0, f"{json.dumps(result, indent=1)}; see {lab.workdir / 'up.log'}"
+    assert result["cluster"] == "formed"
+    new = lab.events.read(since=last)
+    boots = [e for e in new if e.kind == "cluster.step" and e.data.get("step") == "bootstrap"]
+    assert len(boots) == 1, [e.data for e in new if e.kind == "cluster.step"]
+    for node in ("cp1", "cp2", "cp3"):
+        fetched = [e for e in new if e.kind == "config.fetch" and e.node == node and e.outcome == "ok"]
+        assert len(fetched) == 1, f"{node} was not reinstalled ({len(fetched)} config fetches)"
+
+
+def test_vip_moves_when_its_holder_is_powered_off(lab: LabRun) -> None:
+    """Issue 10: powering the VIP holder off through its BMC moves the VIP to another control plane
+    within 30 s; kubectl keeps answering and an object written before the failover is still there."""
+    cm = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "before-failover", "namespace": "default"},
+            "data": {"k": "v"},
+        }
+    )
+    wait_for("the API through the VIP", 300, lambda: kubectl(lab, "get", "--raw", "/version").returncode == 0)
+    assert kubectl(lab, "apply", "--server-side", "-f", "-", stdin=cm).returncode == 0
+    holder = wait_for("a VIP holder", 60, lambda: vip_holder(lab))
+    assert holder in ("cp1", "cp2", "cp3")
+    res = lab.tool("--node", holder, "power", "off")
+    assert res.returncode == 0, res.stderr
+    off_at = time.monotonic()
+    new = wait_for("another VIP holder", 30, lambda: (h := vip_holder(lab)) and h != holder and h)
+    answered = wait_for(
+        "kubectl through the moved VIP", 40, lambda: kubectl(lab, "get", "--raw", "/version").returncode == 0
+    )
+    moved = time.monotonic() - off_at
+    assert answered and new != holder
+    assert moved <= 30, f"the VIP took {moved:.0f}s to move"
+    got = kubectl(lab, "-n", "default", "get", "configmap", "before-failover", "-o", "jsonpath={.data.k}")
+    assert got.returncode == 0 and got.stdout == "v", got.stderr
+    print(f"VIP moved from {holder} to {new} in {moved:.1f} s")
 
 
 def test_up_with_bmc_fault_injection_forms_cluster_or_names_failures(

@@ -47,7 +47,10 @@ API_PORT = 6443
 VIP_TTL = 10  # seconds: the VIP moves within about this plus one election interval (and etcd's own)
 ELECTION_INTERVAL = 1.0
 LEASE_SECONDS = 40
-RENEW_INTERVAL = 10.0
+RENEW_INTERVAL = 10.0  # the Lease, as kubelet renews it (a quarter of its 40 s duration)
+# Node status is posted when it changes, else every 5 minutes: kubelet's nodeStatusReportFrequency
+# since node leases (KEP-589). Posting it every 10 s tripled the writes the slow guests must serve.
+STATUS_REPORT_INTERVAL = 300.0
 CNI_RELEASES = ("cilium", "kubeovn")
 DISKS_ANNOTATION = "lab.provisioner/disks"  # read by the simulator's LinstorSatellite check
 
@@ -326,6 +329,10 @@ class ControlPlaneKube:
                 str(self.port),
                 "--kubernetes-version",
                 self.kcfg.kubernetes_version,
+                # About once a minute, as kube-apiserver's watch cache sends them: every 5 s to each
+                # of the controllers' watches kept the slow guests busy.
+                "--bookmark-interval",
+                "60",
             ]
         }
         return cmds
@@ -372,6 +379,8 @@ class KubeletStandin:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
         self.registered = False
+        self._cni_ready = False  # once the CNI is installed it stays (kubelet reads it from disk)
+        self._reported: tuple[str, float] | None = None  # (Ready status, when) last posted
 
     def start(self) -> None:
         self._thread.start()
@@ -403,6 +412,8 @@ class KubeletStandin:
         code, doc = self.request(
             "PATCH", path + "?fieldManager=kubelet-stand-in&force=true", obj, "application/apply-patch+yaml"
         )
+        if code == 404:  # the Node is gone (deleted, or a new cluster): register again
+            self.registered, self._reported = False, None
         if code not in (200, 201):
             raise OSError(f"{path}: {code} {(doc or {}).get('message', '')}")
 
@@ -457,18 +468,22 @@ class KubeletStandin:
         }
 
     def cni_ready(self) -> bool:
-        """True when every CNI HelmRelease that exists is Ready (and at least one exists)."""
+        """True when every CNI HelmRelease that exists is Ready (and at least one exists); asked
+        only until it is true, as a node's CNI does not go away."""
+        if self._cni_ready:
+            return True
         code, doc = self.request("GET", "/apis/helm.toolkit.fluxcd.io/v2/helmreleases")
         if code != 200:
             return False
         cni = [i for i in doc.get("items", []) if i["metadata"]["name"] in CNI_RELEASES]
-        return bool(cni) and all(
+        self._cni_ready = bool(cni) and all(
             any(
                 c.get("type") == "Ready" and c.get("status") == "True"
                 for c in (i.get("status") or {}).get("conditions") or []
             )
             for i in cni
         )
+        return self._cni_ready
 
     def ready_condition(self, ready: bool, previous: dict[str, Any] | None) -> dict[str, Any]:
         status = "True" if ready else "False"
@@ -486,21 +501,25 @@ class KubeletStandin:
         }
 
     def sync(self) -> None:
-        """Register (idempotent, server-side apply), report status, renew the Lease."""
+        """Register once (server-side apply), post the node status when Ready changes or every
+        STATUS_REPORT_INTERVAL, and renew the Lease: what a kubelet writes, and no more."""
         path = f"/api/v1/nodes/{self.name}"
-        self._apply(path, self.node_object())
-        code, node = self.request("GET", path)
-        previous = None
-        if code == 200:
-            previous = next(
-                (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
-                None,
+        if not self.registered:
+            self._apply(path, self.node_object())
+        ready = self.cni_ready()
+        want = "True" if ready else "False"
+        now = time.monotonic()
+        stale = self._reported is None or now - self._reported[1] >= STATUS_REPORT_INTERVAL
+        if stale or self._reported is None or self._reported[0] != want:
+            code, node = self.request("GET", path)
+            conditions = (node.get("status") or {}).get("conditions") or [] if code == 200 else []
+            previous = next((c for c in conditions if c.get("type") == "Ready"), None)
+            status = {**self.node_status(), "conditions": [self.ready_condition(ready, previous)]}
+            self._apply(
+                path + "/status",
+                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name}, "status": status},
             )
-        status = {**self.node_status(), "conditions": [self.ready_condition(self.cni_ready(), previous)]}
-        self._apply(
-            path + "/status",
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name}, "status": status},
-        )
+            self._reported = (want, now)
         lease = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
