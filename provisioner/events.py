@@ -149,6 +149,18 @@ def _parsed(line: bytes) -> Event:
     return ev
 
 
+class _Append:
+    """One ``append`` waiting in a group commit: what to write, and how it ended."""
+
+    __slots__ = ("data", "error", "event", "kind", "node", "outcome", "ready")
+
+    def __init__(self, kind: str, node: str | None, outcome: str, data: dict[str, Any]) -> None:
+        self.kind, self.node, self.outcome, self.data = kind, node, outcome, data
+        self.ready = threading.Event()
+        self.event: Event | None = None
+        self.error: BaseException | None = None
+
+
 class EventLog:
     """One cluster's event log: ``append`` from any process, ``iter``/``latest``/``wait_for``
     to read. An instance builds its index on its first read (writers that only append, like
@@ -164,6 +176,9 @@ class EventLog:
         self._ino: int | None = None  # the file the tail reader is reading
         self._offset = 0  # bytes of it already indexed (always at a line boundary)
         self._line_no = 0  # lines of it already read, for located warnings
+        self._batch_lock = threading.Lock()  # the group commit's queue (see ``append``)
+        self._queue: list[_Append] = []
+        self._writing = False  # an append of this instance leads a batch right now
 
     # --- tail reader ------------------------------------------------------------------------
 
@@ -260,12 +275,51 @@ class EventLog:
     # --- writing ----------------------------------------------------------------------------
 
     def append(self, kind: str, node: str | None = None, outcome: str = "ok", **data: Any) -> Event:
-        """Append one event, durably (fsync, and the directory's for a new file).
+        """Append one event, durably (fsync, and the directory's for a new file); returns once it is.
 
-        The file lock orders every writer, threads of this process included (each call locks
+        The file lock orders every writer, threads of this process included (each batch locks
         its own descriptor). The in-memory mutex is held only to read and update the index, not
         across the write and its fsync: readers of this instance (``up`` polling every node on
-        its event loop) then never wait for a disk flush of the netboot threads' appends."""
+        its event loop) then never wait for a disk flush of the netboot threads' appends.
+
+        Group commit: appends that arrive while this instance is writing wait for it, then go
+        out together, in arrival order, in one write and one fsync, led by the first of them.
+        One fsync per event under the file lock was the ceiling of a 1,000-node run (about 50
+        events/s on a busy disk, with every node's next step waiting for its record)."""
+        entry = _Append(kind, node, outcome, data)
+        with self._batch_lock:
+            self._queue.append(entry)
+            lead = not self._writing
+            if lead:
+                self._writing = True
+        if not lead:
+            entry.ready.wait()  # written by the leader, or handed the lead for the next batch
+        if entry.event is None and entry.error is None:
+            self._lead()
+        if entry.error is not None:
+            raise entry.error
+        assert entry.event is not None
+        return entry.event
+
+    def _lead(self) -> None:
+        """Write every append queued so far as one batch, then hand the lead to the next."""
+        with self._batch_lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._write(batch)
+        except BaseException as exc:  # each waiter raises it, as its own append would have
+            for e in batch:
+                e.error = exc
+        finally:
+            with self._batch_lock:
+                successor = self._queue[0] if self._queue else None
+                self._writing = successor is not None
+            for e in batch:
+                e.ready.set()
+            if successor is not None:
+                successor.ready.set()  # neither written nor failed: it leads the next batch
+
+    def _write(self, batch: list[_Append]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with locked(self._lock):
             with self._mutex:
@@ -274,18 +328,21 @@ class EventLog:
                 # A writer that never read (the lease hook, a process per DHCP event) takes the
                 # last id from the file's tail instead of indexing the whole log.
                 last = self._index.last_id or self._tail_id(self.path) or self._tail_id(self.rotated(1))
-                event = Event(last + 1, time.time(), kind, node, outcome, data)
-                line = event.to_json().encode() + b"\n"
+                now = time.time()
+                events = [
+                    Event(last + i, now, e.kind, e.node, e.outcome, e.data) for i, e in enumerate(batch, 1)
+                ]
+                data = b"".join(ev.to_json().encode() + b"\n" for ev in events)
                 size = self.path.stat().st_size if self.path.exists() else 0
-                if size and size + len(line) > self.max_bytes:
+                if size and size + len(data) > self.max_bytes:
                     self._rotate()
                     size = 0
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 # A torn line from a crashed writer: start ours on a fresh line.
                 if size and _last_byte(self.path) != b"\n":
-                    line = b"\n" + line
-                os.write(fd, line)
+                    data = b"\n" + data
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -294,7 +351,8 @@ class EventLog:
             with self._mutex:
                 if self._ino is not None:
                     self._refresh()
-        return event
+        for e, ev in zip(batch, events, strict=True):
+            e.event = ev
 
     def _rotate(self) -> None:
         """events.jsonl -> .1 -> .2 ...; the oldest beyond ``keep`` is removed. Under the lock."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,21 @@ PROBE_BACKOFF_MAX = 2.0
 # A BMC step whose command retries were all used up is tried again this often.
 BMC_STEP_ATTEMPTS = 3
 BMC_STEP_PAUSE = 2.0
+
+
+# Threads for the nodes' durable writes (fsync'd event appends and record writes). asyncio's default
+# pool has min(32, cores + 4): 6 on 2 cores, and 1,000 nodes' writes queued behind it while each
+# node's next step (and its BMC slot) waited. With more, concurrent appends meet in the event log's
+# group commit (one fsync for many) and record writes overlap on the disk.
+DURABLE_THREADS = 64
+_durable_pool: ThreadPoolExecutor | None = None
+
+
+async def _durably(fn: Callable[[], Any]) -> Any:
+    global _durable_pool
+    if _durable_pool is None:
+        _durable_pool = ThreadPoolExecutor(DURABLE_THREADS, thread_name_prefix="durable")
+    return await asyncio.get_running_loop().run_in_executor(_durable_pool, fn)
 
 
 class NodeFailed(Exception):
@@ -80,17 +96,17 @@ async def _record(
     loop they stalled every other node (113 s of fsync at 1,000 nodes), so they run in a worker
     thread. The node's own flow still waits for them: a step is recorded only after it completed,
     and the next step starts only once the record is durable."""
-    return await asyncio.to_thread(_record_now, ctx, node, phase, detail, since, changes)
+    return await _durably(lambda: _record_now(ctx, node, phase, detail, since, changes))
 
 
 async def _step(ctx: RunContext, node: Node, phase: str, detail: str = "", outcome: str = "ok") -> None:
     """A progress step (an fsync'd event) written off the event loop; see ``_record``."""
-    await asyncio.to_thread(ctx.progress.step, node.name, phase, detail, outcome)
+    await _durably(lambda: ctx.progress.step(node.name, phase, detail, outcome))
 
 
 async def _update(ctx: RunContext, name: str, **changes: Any) -> NodeRecord:
     """``StateStore.update`` (an fsync'd atomic write) off the event loop; see ``_record``."""
-    return await asyncio.to_thread(lambda: ctx.store.update(name, **changes))
+    return await _durably(lambda: ctx.store.update(name, **changes))
 
 
 async def _bmc(
@@ -313,7 +329,8 @@ async def drive(ctx: RunContext, node: Node) -> NodeRecord:
 async def _drive(ctx: RunContext, node: Node) -> NodeRecord:
     rec = ctx.store.node(node.name)
     if rec.error:
-        rec = await asyncio.to_thread(ctx.store.save, replace(rec, error=None, attempts=0))
+        cleared = replace(rec, error=None, attempts=0)
+        rec = await _durably(lambda: ctx.store.save(cleared))
     if rec.phase is Phase.BLANK:
         rec = await _already_installed(ctx, node) or rec
     while rec.phase is not Phase.READY:
