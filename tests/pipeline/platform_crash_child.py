@@ -10,7 +10,8 @@ modules are imported, so every ``from ..fsutil import atomic_write`` binds the w
   SIGKILL at the first transition not in that list, right after it is on disk (nothing runs after
   it: no ``finally``, no atexit, no flush, exactly as ``kill -9`` from outside at that instant).
 
-A transition is a persisted write while a platform stage runs, labelled ``<stage>:<what>``:
+A transition is a persisted write while a platform stage (any of ``pipeline.stages.STAGES`` after the
+hardware ones) runs, labelled ``<stage>:<what>``:
 ``applied`` (the API accepted the stage's first apply, which the journal does not know yet),
 ``journal`` (the first apply recorded in ``StateLayout.platform_journal``),
 ``record`` (the first write of ``StateLayout.platform_stage(stage)``, e.g. helmreleases' progress)
@@ -105,10 +106,11 @@ def _track(stage: Any) -> None:
 def main(argv: list[str]) -> int:
     fsutil.atomic_write = _atomic_write  # type: ignore[assignment]
     from provisioner.cli import main as cli_main
-    from provisioner.cozystack.stages import PLATFORM_STAGES
+    from provisioner.pipeline.stages import HARDWARE_STAGES, STAGES
 
-    for stage in PLATFORM_STAGES:
-        _track(stage)
+    for stage in STAGES:  # every stage after the hardware ones: the platform's, present and future
+        if stage not in HARDWARE_STAGES:
+            _track(stage)
     _track_applies()
     return cli_main(argv)
 

@@ -9,9 +9,10 @@ is on disk.
 
 The transitions are enumerated from the code: the uninterrupted reference run logs every persisted
 platform write with its label (``<stage>:applied``: the API holds an object the journal does not
-know yet, ``<stage>:journal``, ``<stage>:record``, ``<stage>:done``), and every
-stage of ``PLATFORM_STAGES`` that applies to the bundle must be among them, so a new stage, or a new
-persisted write inside one, is covered without touching this file.
+know yet, ``<stage>:journal``, ``<stage>:record``, ``<stage>:done``), and every stage ``up`` walks
+after the hardware ones (``pipeline/stages.py``: ``stages_for(bundle)`` minus ``HARDWARE_STAGES``)
+must be among them, so a new stage, or a new persisted write inside one, is covered without
+touching this file.
 
 The crashes form one chain on a second site, run beside the reference on its own stand-in: each run
 is killed at the first transition no earlier run was killed at, so run k+1 recovers from exactly
@@ -49,11 +50,11 @@ from provisioner.cli import main
 from provisioner.cozystack import assets, manifests
 from provisioner.cozystack.kube import resource_class
 from provisioner.cozystack.releases import cozystack_major
-from provisioner.cozystack.stages import PLATFORM_STAGES
 from provisioner.inventory import load_inventory
 from provisioner.inventory.model import Site
 from provisioner.lab.kube.host import KubeHost, running
 from provisioner.layout import StateLayout
+from provisioner.pipeline.stages import HARDWARE_STAGES, stages_for
 from provisioner.state import NodeRecord, Phase, StateStore
 from provisioner.workflow.clusterflow import ClusterState
 
@@ -226,10 +227,10 @@ def platform_state(run: Run) -> dict[str, Any]:
     """What the platform stages leave: their records and journal, and every applied object as live."""
     layout = run.layout
     records = {}
-    for stage in PLATFORM_STAGES:
-        path = layout.platform_stage(stage.name)
+    for name in _applicable():
+        path = layout.platform_stage(name)
         if path.exists():
-            records[stage.name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in VOLATILE}
+            records[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in VOLATILE}
     journal = json.loads(layout.platform_journal.read_text())
     kinds, client, objects = _kinds(run.site), _client(run.host), {}
     for key in journal:
@@ -249,7 +250,8 @@ def platform_state(run: Run) -> dict[str, Any]:
 def _applicable() -> list[str]:
     from provisioner.bundles import BUNDLES
 
-    return [s.name for s in PLATFORM_STAGES if s.applies(BUNDLES[BUNDLE])]
+    hardware = {s.name for s in HARDWARE_STAGES}
+    return [s.name for s in stages_for(BUNDLES[BUNDLE]) if s.name not in hardware]
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +289,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, secrets: bytes) -> Iterator[R
         try:
             crashed: list[str] = []
             reruns: list[list[str]] = []
-            for i in range(4 * len(PLATFORM_STAGES) + 1):  # at most 4 transitions per stage
+            for i in range(4 * len(_applicable()) + 1):  # at most 4 transitions per stage
                 log = root / f"chain{i}.log"
                 rc = up(chain, log, crash_skip=crashed)
                 reruns.append(labels(log))
