@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +119,16 @@ def test_the_probe_tells_installed_from_maintenance_from_nothing(other_ca: pki.K
     assert installed.issuer == "O=talos"  # the OS CA's subject, as Talos's
     assert nothing.mode == "unreachable"
     assert probe(f"{NET}.{NODES['w1']}", timeout=0.5).mode == "unreachable"
+
+
+def test_a_silent_listener_costs_the_timeout_not_the_run() -> None:
+    """Something accepts on :50000 and never speaks TLS: the probe gives up after its timeout."""
+    with socket.create_server((f"{NET}.{NODES['w1']}", TALOS_API_PORT)) as server:
+        started = time.monotonic()
+        answer = probe(f"{NET}.{NODES['w1']}", timeout=0.5)
+        assert time.monotonic() - started < 2.0
+        server.accept()[0].close()
+    assert answer.mode == "other"
 
 
 @pytest.mark.parametrize(
