@@ -49,7 +49,7 @@ BMC_STEP_PAUSE = 2.0
 # pool has min(32, cores + 4): 6 on 2 cores, and 1,000 nodes' writes queued behind it while each
 # node's next step (and its BMC slot) waited. With more, concurrent appends meet in the event log's
 # group commit (one fsync for many) and record writes overlap on the disk.
-DURABLE_THREADS = 64
+DURABLE_THREADS = 32
 _durable_pool: ThreadPoolExecutor | None = None
 
 
