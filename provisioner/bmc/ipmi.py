@@ -348,7 +348,9 @@ class IpmiDriver:
             )
         except pyghmi_exc.IpmiException as exc:
             self._session = None
-            raise self._error(action, f"session set-up: {exc}") from None
+            # pyghmi raises IpmiException(None) when the BMC never answered the session set-up.
+            why = str(exc) if exc.args and exc.args[0] not in (None, "None") else "no answer (timeout)"
+            raise self._error(action, f"session set-up: {why}") from None
         except OSError as exc:
             self._session = None
             raise BMCUnavailable(
