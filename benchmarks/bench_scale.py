@@ -24,8 +24,10 @@ Exits 1 on any miss or failed run. Needs root (the fleet's own network namespace
 
 Where the time goes: the largest run's `up` is sampled from outside by py-spy (every thread, idle
 ones left out, 50 samples/s, not blocking it), and the 5 functions most often on top of its stacks
-(self CPU time) are printed before the verdicts. `--profile FILE` instead writes a cProfile of the
-largest run's main thread (deterministic, but it slows that run and misses the worker threads).
+while running (self time; samples on a blocking call, which py-spy cannot tell from running here,
+are counted apart by kind: fsync, waits, I/O) are printed before the verdicts. `--profile FILE`
+instead writes a cProfile of the largest run's main thread (deterministic, but it slows that run
+and misses the worker threads).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         sample = None if args.no_sample or args.profile else Path(tmp) / "up.pyspy"
         top: list[tuple[str, float, float]] = []
+        blocked: dict[str, float] = {}
         for n in args.sizes:
             largest = n == max(args.sizes)
             profile = args.profile if args.profile and largest else None
@@ -134,7 +137,7 @@ def main() -> int:
                 n, Path(tmp) / str(n), profile, args.timeout, sample if largest else None
             )
             if largest and sample is not None and sample.exists():
-                top = top_self(sample)
+                top, blocked = top_self(sample)
             r["ideal_s"] = ideal_seconds(r)
             print(
                 f"{n:>6} {'yes' if r['ok'] else 'NO':>3} {r['wall_s']:7.1f} {r['ideal_s']:7.1f} "
@@ -154,9 +157,14 @@ def main() -> int:
         for line in top_functions(args.profile):
             print(f"  {line}")
     elif top:
-        print(f"top 5 functions of `up` at {max(args.sizes)} nodes (self CPU time, py-spy, all threads):")
+        print(
+            f"top 5 functions of `up` at {max(args.sizes)} nodes (self time while running: py-spy samples "
+            "of all threads, blocking calls left out):"
+        )
         for name, seconds, share in top:
             print(f"  {seconds:7.2f} s  {share:6.1%}  {name.replace(str(REPO) + '/', '')}")
+        waits = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in blocked.items())
+        print(f"  (thread time in blocking calls: {waits})")
     elif not args.no_sample:
         print("top 5 functions: no py-spy samples (py-spy missing, or it could not attach)")
     print(f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative)")

@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -28,9 +28,12 @@ def _durable_temp(path: Path, data: bytes | str, mode: int) -> str:
     return tmp
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, mode: int = 0o600, sync_dir: Callable[[Path], None] | None = None
+) -> None:
     """Write ``data`` so that a crash leaves either the old file or the new one, never
-    a torn one: temp file in the same directory, fsync, rename, fsync the directory."""
+    a torn one: temp file in the same directory, fsync, rename, fsync the directory
+    (``sync_dir``, if given, does that last step: a writer of many files may share it)."""
     path = Path(path)
     tmp = _durable_temp(path, data, mode)
     try:
@@ -39,7 +42,7 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    (sync_dir or fsync_dir)(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

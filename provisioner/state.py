@@ -9,6 +9,7 @@ booting it from its disk, so that a BMC that keeps PXE first never causes a rein
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write, private_dir
+from .fsutil import atomic_write, fsync_dir, private_dir
 from .layout import StateLayout
 from .records import NODE_RECORD_SHAPE, MalformedState, node_recovery, read_cluster_record, read_record
 
@@ -67,12 +68,48 @@ class NodeRecord:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
+class _DirSync:
+    """One directory's fsync, shared by the renames into it that meet (group commit): a rename is
+    durable once an fsync of its directory that *started after it* has finished, so a thread that
+    finds one running waits for it to end and then starts the next, covering every rename made
+    meanwhile. 1,000 nodes' records each paid a directory fsync of their own."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._requested = 0  # renames that asked for a sync, numbered
+        self._done = 0  # every rename up to this number is durable
+        self._running = False
+
+    def sync(self, directory: Path) -> None:
+        with self._cv:
+            self._requested += 1
+            ticket = self._requested
+            while self._running and self._done < ticket:
+                self._cv.wait()
+            if self._done >= ticket:
+                return
+            self._running = True
+            covers = self._requested  # renamed before this fsync starts: all covered by it
+        ok = False
+        try:
+            fsync_dir(directory)
+            ok = True
+        finally:
+            with self._cv:
+                self._running = False
+                if ok:
+                    self._done = max(self._done, covers)
+                self._cv.notify_all()
+
+
 class StateStore:
     """The per-cluster state directory: node records, events, locks, secrets, configs."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.layout = StateLayout(self.root)  # the only place that knows the file names
+        self._dirs_ready = False  # root and nodes/ made private (and durable) by this store
+        self._nodes_sync = _DirSync()
 
     @property
     def nodes_dir(self) -> Path:
@@ -104,10 +141,12 @@ class StateStore:
         return NodeRecord.from_json(json.dumps(raw))
 
     def save(self, record: NodeRecord) -> NodeRecord:
-        private_dir(self.root)
-        private_dir(self.nodes_dir)
+        if not self._dirs_ready or not self.nodes_dir.is_dir():  # once, not per record
+            private_dir(self.root)
+            private_dir(self.nodes_dir)
+            self._dirs_ready = True
         record = replace(record, updated=time.time())
-        atomic_write(self._path(record.name), record.to_json() + "\n")
+        atomic_write(self._path(record.name), record.to_json() + "\n", sync_dir=self._nodes_sync.sync)
         return record
 
     def update(self, name: str, **changes: Any) -> NodeRecord:

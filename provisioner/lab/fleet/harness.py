@@ -14,11 +14,13 @@ stand-in answered), and the cost of one event-log poll as `up` makes it, on the 
 from __future__ import annotations
 
 import json
+import linecache
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -171,20 +173,62 @@ def _start_sampler(pid: int, out: Path, delay: float = 1.5) -> Sampler:
     return timer, started
 
 
-def top_self(sample: Path, count: int = 5) -> list[tuple[str, float, float]]:
-    """The functions most often on top of a stack in py-spy's collapsed output: (function,
-    estimated CPU seconds, share of all samples)."""
-    self_samples: dict[str, int] = {}
-    total = 0
+# What a sampled line that blocks calls: py-spy cannot tell idle threads apart here (no thread
+# state under this sandbox), so a sample is called blocking by its source line instead.
+_BLOCKING = {
+    "fsync": ("fsync(",),
+    "waits": (".wait(", ".acquire(", "sleep(", ".get()", "get(block=True)", "flock("),
+    "I/O": ("select(", ".poll(", ".read(", ".recv", "recvfrom(", ".accept("),
+}
+
+
+_SOURCE_ROOTS = tuple(dict.fromkeys(sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")))
+
+
+def _blocking(frame: str) -> str | None:
+    """Which kind of blocking call py-spy's frame ``func (file:line)`` is on, or None."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    filename, _, line = where.rpartition(":")
+    if not line.isdigit():
+        return None
+    if frame.startswith(("Condition.wait ", "Event.wait ", "protect.__enter__ ")):
+        return "waits"
+    text = ""
+    for root in ("", *_SOURCE_ROOTS):
+        text = linecache.getline(str(Path(root) / filename), int(line))
+        if text:
+            break
+    for kind, calls in _BLOCKING.items():
+        if any(call in text for call in calls):
+            return kind
+    return None
+
+
+def top_self(sample: Path, count: int = 5) -> tuple[list[tuple[str, float, float]], dict[str, float]]:
+    """From py-spy's collapsed output: the functions most often on top of a stack while running
+    (function, estimated seconds, share of running samples), and the seconds of samples spent in
+    blocking calls by kind (fsync, waits, I/O), which are left out of the first."""
+    running: dict[str, int] = {}
+    blocked: dict[str, int] = {}
+    kinds: dict[str, str | None] = {}
     for line in sample.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
         leaf = stack.rsplit(";", 1)[-1]
-        self_samples[leaf] = self_samples.get(leaf, 0) + int(n)
-        total += int(n)
-    top = sorted(self_samples.items(), key=lambda kv: kv[1], reverse=True)[:count]
-    return [(name, n / SAMPLE_RATE, n / max(total, 1)) for name, n in top]
+        if leaf not in kinds:
+            kinds[leaf] = _blocking(leaf)
+        kind = kinds[leaf]
+        if kind is None:
+            running[leaf] = running.get(leaf, 0) + int(n)
+        else:
+            blocked[kind] = blocked.get(kind, 0) + int(n)
+    total = sum(running.values())
+    top = sorted(running.items(), key=lambda kv: kv[1], reverse=True)[:count]
+    return (
+        [(name, n / SAMPLE_RATE, n / max(total, 1)) for name, n in top],
+        {kind: n / SAMPLE_RATE for kind, n in sorted(blocked.items())},
+    )
 
 
 def _say(what: str) -> None:
