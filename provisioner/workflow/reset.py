@@ -10,6 +10,8 @@ bootstraps again.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,10 +51,31 @@ async def reset_nodes(ctx: RunContext, nodes: list[Node]) -> ResetResult:
         event = ctx.events.append("node.reset", node=node.name, graceful=graceful)
         ctx.store.save(NodeRecord(node.name, last_event=event.id))
         result.wiped.append(node.name)
+    # The Reset call returns before the node has wiped itself: a slow node still answers over
+    # mutual TLS for a while, and an `up` started at once took it for installed (lab e2e). So the
+    # reset ends only when every wiped node stopped answering.
+    deadline = time.monotonic() + float(ctx.site.cluster.timeouts.boot)
+    still = await asyncio.gather(*(_gone(ctx, n, deadline) for n in nodes if n.name in result.wiped))
+    for name in filter(None, still):
+        result.failed[name] = (
+            "the node accepted the reset but still answers over mutual TLS after "
+            f"{ctx.site.cluster.timeouts.boot:.0f} s (timeouts.boot); check its console"
+        )
     _update_cluster_record(ctx, result)
     if not result.rebootstrap and any(cp.name in result.wiped for cp in ctx.site.controlplanes):
         result.stale = await stale_members(ctx)
     return result
+
+
+async def _gone(ctx: RunContext, node: Node, deadline: float, every: float = 2.0) -> str | None:
+    """None once ``node`` no longer answers the machine API over mutual TLS; its name if it
+    still does at ``deadline``."""
+    assert ctx.talos is not None
+    while await ctx.talos.secure_version(str(node.ip)) is not None:
+        if time.monotonic() >= deadline:
+            return node.name
+        await asyncio.sleep(every)
+    return None
 
 
 async def stale_members(ctx: RunContext) -> dict[str, str]:

@@ -59,10 +59,14 @@ class Machine:
     spki: str = "ab" * 32  # the key pin its maintenance mode shows on the console
     lose_install_once: bool = False  # its first install is cut short: it comes up in maintenance
     dead_bmc: bool = False
+    reset_lag: float = 0.0  # seconds it still answers over mutual TLS after accepting a Reset
+    answers_until: float | None = None
     log: list[str] = field(default_factory=list)  # BMC actions, in order
 
     @property
     def answers_mtls(self) -> bool:
+        if self.answers_until is not None and time.monotonic() < self.answers_until:
+            return True  # wiping itself after a Reset, still serving the old OS
         return (
             self.power is PowerState.ON
             and self.installed_at is not None
@@ -222,6 +226,8 @@ class FakeTalos:
     async def reset(self, ip: str, graceful: bool) -> None:
         m = self._machine(ip)
         self.world.calls["reset-graceful" if graceful else "reset"] += 1
+        if m.reset_lag:
+            m.answers_until = time.monotonic() + m.reset_lag
         m.installed_at = None
         if m.name in self.world.etcd:
             self.world.etcd.remove(m.name)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,27 @@ def test_reset_of_every_control_plane_makes_the_next_up_bootstrap_again(tmp_path
     result = _up(site, world)
     assert result.ok and result.cluster == "formed", result.as_dict()
     assert world.calls["bootstrap"] == 2
+
+
+def test_reset_returns_only_once_the_node_stopped_answering(tmp_path: Path) -> None:
+    """A node wipes itself after accepting Reset; until then it still answers over mutual TLS, and
+    an `up` started at once took it for installed (lab e2e). A node that never goes is named."""
+    site = make_site(tmp_path, boot=3.0)
+    world = _world(site)
+    assert _up(site, world).ok
+    world.machines["w1"].reset_lag = 1.0
+    world.machines["cp2"].reset_lag = 1e9  # accepts the Reset, never goes down
+
+    async def wipe() -> tuple[list[str], dict[str, str], float]:
+        ctx = RunContext.for_site(site, Progress(None, "lines"), talos=FakeTalos(world))
+        started = time.monotonic()
+        result = await reset_nodes(ctx, [site.node("w1"), site.node("cp2")])
+        return result.wiped, result.failed, time.monotonic() - started
+
+    wiped, failed, took = asyncio.run(wipe())
+    assert wiped == ["w1", "cp2"] and not world.machines["w1"].answers_mtls
+    assert list(failed) == ["cp2"] and "still answers over mutual TLS after 3 s" in failed["cp2"]
+    assert took >= 3.0
 
 
 def test_reset_of_one_control_plane_is_graceful_and_unforms_the_record(tmp_path: Path) -> None:
