@@ -311,6 +311,7 @@ def faulty_run(lab: LabRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[i
     faulty.inventory.write_text(text.replace("port: 6234,", f"port: {DEAD_BMC_PORT},"))
     try:
         rc, result = faulty.up()
+        result["lab_faults"] = json.loads((faulty.lab_dir / "daemon.json").read_text())["faults"]
     finally:
         faulty.down()
     assert result, f"no result printed; see {faulty.workdir / 'up.log'}"
@@ -324,8 +325,7 @@ def test_up_under_bmc_fault_injection_forms_the_cluster(faulty_run: tuple[int, d
     assert {n: outcomes[n] for n in ("cp1", "cp2", "cp3")} == dict.fromkeys(
         ("cp1", "cp2", "cp3"), (True, "ready")
     )
-    daemon = json.loads((workdir / "lab" / "daemon.json").read_text())
-    assert daemon["faults"]["error_rate"] == 0.10  # the run really was against failing BMCs
+    assert result["lab_faults"]["error_rate"] == 0.10  # the run really was against failing BMCs
 
 
 def test_a_dead_bmc_fails_exactly_its_node_with_the_reason(
