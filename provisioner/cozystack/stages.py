@@ -384,8 +384,10 @@ class HelmReleases(_PlatformStage):
                 except (TimeoutError, StopAsyncIteration):
                     pass
                 finally:
+                    # Bounded: closing a stream whose connection hangs unanswered (a dropped
+                    # connection, an API fault) waited forever and the stage never returned.
                     with contextlib.suppress(Exception):
-                        await stream.aclose()  # type: ignore[attr-defined]
+                        await asyncio.wait_for(stream.aclose(), 5.0)  # type: ignore[attr-defined]
                 await asyncio.sleep(0.1)
 
         task = asyncio.create_task(watcher())
@@ -432,8 +434,7 @@ class HelmReleases(_PlatformStage):
                     raise StageFailed(f"HelmReleases not Ready ({why}):\n  " + "\n  ".join(lines))
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task}, timeout=10.0)  # a watcher stuck in a hung close is left behind
 
     async def nudge(
         self, ctx: RunContext, kube: Kube, applier: Applier, key: str, action: str, st: health.ReleaseState
