@@ -270,7 +270,7 @@ def test_a_node_whose_disk_is_missing_is_named(tmp_path: Path, sim: KubeHost) ->
     w1 = next(n for n in doc["nodes"] if n["name"] == "w1")
     register_nodes(sim, [{**w1, "data_disks": ["/dev/vdc"]}])  # w1 reports another disk than the inventory's
     lab_import(site)
-    rc, _, err = install(site, storage_timeout=8)
+    rc, _, err = install(site, storage_timeout=20)  # the healthy nodes' pools come up well within it
     assert rc == 1
     assert (
         "platform stage storage failed: storage pool data is not ready on: node w1 (data_disks /dev/vdb)"

@@ -120,7 +120,16 @@ def test_kubectl_lists_four_nodes_through_the_vip_not_ready_before_the_cni(lab: 
     assert answers
     out = json.loads(kubectl(lab, "version", "-o", "json").stdout)
     assert out["serverVersion"]["gitVersion"].endswith("+provisioner-stand-in")
-    found = wait_for("4 Nodes", 300, lambda: sorted(nodes(lab)) == NODES and nodes(lab))
+
+    def registered() -> dict[str, Any] | None:
+        # A kubelet registers its Node, then posts its status, then renews its Lease: wait for all.
+        found = nodes(lab)
+        leases = kubectl(lab, "-n", "kube-node-lease", "get", "leases", "-o", "name").stdout.split()
+        posted = all(n.get("status", {}).get("addresses") for n in found.values())
+        complete = sorted(found) == NODES and posted
+        return found if complete and len(leases) == len(NODES) else None
+
+    found = wait_for("4 Nodes with their status and Leases", 300, registered)
     assert {n: ready(v) for n, v in found.items()} == dict.fromkeys(NODES, "False")
     cp1 = found["cp1"]
     assert "node-role.kubernetes.io/control-plane" in cp1["metadata"]["labels"]
