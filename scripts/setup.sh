@@ -23,6 +23,7 @@ APT_PACKAGES=(
   isc-dhcp-client       # dhclient: an independent DHCP client for the netboot tests
   openssh-server        # sshd for rack boot-server tests
   ovmf                  # UEFI firmware (OVMF) for the two-rack lab's UEFI nodes
+  mtools                # UEFI disk test: fill the ESP on the host without a vfat mount
   chromium chromium-driver  # report tests: open the HTML report in headless Chromium
   curl
 )

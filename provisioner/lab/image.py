@@ -54,6 +54,9 @@ PACKAGES = [
     "fdisk",
     "dosfstools",
     "media-types",
+    # UEFI installs (standin/platform.py): the systemd-boot loader, and mtools to fill the ESP.
+    "systemd-boot-efi",
+    "mtools",
 ]
 # Wheels for the stand-in's Python side (cp311 manylinux or pure Python).
 WHEELS = ["grpclib", "h2", "hpack", "hyperframe", "multidict", "protobuf", "cryptography", "cffi", "PyYAML"]

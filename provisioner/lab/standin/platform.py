@@ -1,14 +1,23 @@
-"""The hardware side of the stand-in: disks, install, wipe, reboot, addresses, the VIP.
+r"""The hardware side of the stand-in: disks, install, wipe, reboot, addresses, the VIP.
 
-``VMPlatform`` is the real thing inside a lab VM: it partitions the install disk with sfdisk,
-makes an ext4 file system extlinux can boot, copies kernel + initramfs + machine config, installs
-extlinux and its MBR, and reboots with ``reboot -f``. ``DirPlatform`` is the host-test stand-in
-for a machine: each "disk" is a directory, reboot restarts the agent loop in-process, addresses
-are given (127.0.0.x). Both keep the same on-disk layout so the agent code is identical:
+``VMPlatform`` is the real thing inside a lab VM. On a machine that booted through legacy BIOS it
+partitions the install disk with sfdisk (MBR, one partition), makes an ext4 file system extlinux
+can boot, copies kernel + initramfs + machine config, installs extlinux and its MBR. On a machine
+that booted through UEFI (``/sys/firmware/efi``) a BIOS boot sector is useless, so it writes GPT
+instead: partition 1 an EFI System Partition (FAT32) with systemd-boot at the removable-media path
+``\EFI\BOOT\BOOTX64.EFI`` (what firmware with empty NVRAM boots), a Type #1 loader entry and the
+kernel + initramfs (systemd-boot reads only the ESP); partition 2 the same ext4 file system as the
+BIOS layout. The ESP is filled with mtools, not a vfat mount, so the same code also runs on a host
+whose kernel lacks vfat (the UEFI test builds its disk on a loop device). Reboot is ``reboot -f``.
+``DirPlatform`` is the host-test stand-in for a machine: each "disk" is a directory, reboot
+restarts the agent loop in-process, addresses are given (127.0.0.x). Both keep the same layout of
+the labelled ext4 partition so the agent code is identical:
 
-    <partition root>/boot/vmlinuz, /boot/initramfs.zst, /boot/extlinux.conf   (VM only: extlinux)
+    <partition root>/boot/vmlinuz, /boot/initramfs.zst, /boot/extlinux.conf   (VM, BIOS only)
     <partition root>/config.yaml                                              (mode 0600)
     <partition root>/var/etcd/                                                (etcd data dir)
+    ESP: /EFI/BOOT/BOOTX64.EFI, /loader/loader.conf, /loader/entries/standin.conf,
+         /standin/vmlinuz, /standin/initramfs.zst                            (VM, UEFI only)
 
 Standard library only (runs in the initramfs).
 """
@@ -22,6 +31,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +57,14 @@ EXTLINUX = "/usr/bin/extlinux"
 MBR_CANDIDATES = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
 # extlinux 6.04 reads ext4 but not every feature mke2fs enables by default.
 MKE2FS_FEATURES = "^64bit,^metadata_csum,^orphan_file"
+# UEFI install (Debian's systemd-boot-efi and mtools, unpacked into the image by image.py).
+EFI_SYSFS = "/sys/firmware/efi"  # exists only when the running kernel was started by UEFI firmware
+SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+EFI_REMOVABLE_PATH = "EFI/BOOT/BOOTX64.EFI"  # the default loader path firmware tries on any ESP
+ESP_LABEL = "STANDIN_ESP"  # FAT labels: at most 11 characters
+ESP_MIN_MIB = 128
+ESP_BOOT_DIR = "standin"  # kernel and initramfs on the ESP
+LOADER_ENTRY = "standin.conf"
 # Kernel args that only make sense for a network boot; dropped from the installed APPEND line.
 _NETBOOT_ONLY = (
     "talos.config",
@@ -132,8 +150,53 @@ def disk_append_line(cmdline: dict[str, str]) -> str:
     return " ".join([*words, "standin.boot=disk"])
 
 
-def _run(cmd: list[str], what: str, stdin: bytes | None = None) -> str:
-    res = subprocess.run(cmd, input=stdin, capture_output=True)
+def esp_size_mib(boot: BootFiles) -> int:
+    """ESP size: at least ``ESP_MIN_MIB``, and always room for a second kernel + initramfs pair
+    (an initramfs that outgrows a fixed size must not break the install)."""
+    need = 2 * (len(boot.kernel) + len(boot.initrd)) // MIB + 16
+    return max(ESP_MIN_MIB, need)
+
+
+def loader_files(cmdline: dict[str, str]) -> dict[str, str]:
+    """systemd-boot's configuration: ``timeout 0`` boots the one Type #1 entry at once, its
+    ``options`` are the APPEND line the BIOS path writes to extlinux.conf."""
+    return {
+        "loader/loader.conf": f"default {LOADER_ENTRY}\ntimeout 0\neditor no\n",
+        f"loader/entries/{LOADER_ENTRY}": (
+            "title Talos stand-in (installed)\n"
+            f"linux /{ESP_BOOT_DIR}/{KERNEL_NAME}\n"
+            f"initrd /{ESP_BOOT_DIR}/{INITRD_NAME}\n"
+            f"options {disk_append_line(cmdline)}\n"
+        ),
+    }
+
+
+def fill_esp(part: str, loader: str, boot: BootFiles, cmdline: dict[str, str]) -> None:
+    """Make a FAT32 file system on ``part`` and copy the loader, its entry, kernel and initramfs
+    onto it with mtools (no vfat mount: works where the running kernel has no vfat)."""
+    if not os.path.isfile(loader):
+        raise PlatformError(f"no UEFI boot loader at {loader} (systemd-boot-efi missing from the image?)")
+    _run(["mkfs.vfat", "-F", "32", "-n", ESP_LABEL, part], f"mkfs.vfat {part}")
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    dirs = ["EFI", "EFI/BOOT", "loader", "loader/entries", ESP_BOOT_DIR]
+    _run(["mmd", "-i", part, *(f"::/{d}" for d in dirs)], f"mmd on the ESP {part}", env=env)
+    with tempfile.TemporaryDirectory(prefix="standin-esp-") as tmp:
+        files: dict[str, str] = {EFI_REMOVABLE_PATH: loader}
+        staged = {
+            f"{ESP_BOOT_DIR}/{KERNEL_NAME}": boot.kernel,
+            f"{ESP_BOOT_DIR}/{INITRD_NAME}": boot.initrd,
+            **{k: v.encode() for k, v in loader_files(cmdline).items()},
+        }
+        for i, (dest, data) in enumerate(staged.items()):
+            src = Path(tmp) / str(i)
+            src.write_bytes(data)
+            files[dest] = str(src)
+        for dest, src in files.items():
+            _run(["mcopy", "-o", "-i", part, src, f"::/{dest}"], f"mcopy {dest} to the ESP {part}", env=env)
+
+
+def _run(cmd: list[str], what: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(cmd, input=stdin, capture_output=True, env=env)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()[-3:]
         raise PlatformError(f"{what}: {cmd[0]} failed (status {res.returncode}): {' | '.join(tail)}")
@@ -159,6 +222,16 @@ def _wait_device(disk: str, part: str, timeout: float = 10.0) -> None:
         os.mknod(part, 0o600 | stat.S_IFBLK, os.makedev(major, minor))
 
 
+def _partition_starts(disk: str) -> list[int]:
+    """Byte offsets of the partitions the kernel currently has for ``disk`` (from sysfs)."""
+    base = Path("/sys/class/block") / Path(disk).name
+    starts = []
+    for start in base.glob("*/start"):
+        with contextlib.suppress(OSError, ValueError):
+            starts.append(int(start.read_text()) * 512)
+    return sorted(starts)
+
+
 def _ext4_label(device: str) -> str:
     """Volume label from an ext2/3/4 superblock (offset 1024; magic at +56, label at +120)."""
     try:
@@ -174,11 +247,21 @@ def _ext4_label(device: str) -> str:
 
 @dataclass
 class VMPlatform:
-    """A lab VM: virtio disks, the NIC /init configured by DHCP, real reboot."""
+    """A lab VM: virtio disks, the NIC /init configured by DHCP, real reboot.
+
+    ``uefi`` None means "as this machine booted" (``/sys/firmware/efi``); a host test sets it, and
+    ``extra_disks`` (a loop device: /sys/block listing skips those) and ``efi_loader``, to run the
+    same install code on the host."""
 
     name: str = "vm"
     mountpoint: Path = Path("/run/standin/disk")
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    uefi: bool | None = None
+    efi_loader: str = SYSTEMD_BOOT_EFI
+    extra_disks: tuple[str, ...] = ()
+
+    def booted_uefi(self) -> bool:
+        return self.uefi if self.uefi is not None else os.path.isdir(EFI_SYSFS)
 
     def hostname(self) -> str:
         return socket.gethostname()
@@ -200,11 +283,12 @@ class VMPlatform:
 
     def disks(self) -> list[str]:
         skip = ("loop", "ram", "sr", "zram", "fd", "md", "dm-")
-        return sorted(f"/dev/{n}" for n in os.listdir("/sys/block") if not n.startswith(skip))
+        listed = {f"/dev/{n}" for n in os.listdir("/sys/block") if not n.startswith(skip)}
+        return sorted(listed | set(self.extra_disks))
 
-    def _partition(self, disk: str) -> str:
+    def _partition(self, disk: str, number: int = 1) -> str:
         base = disk.rsplit("/", 1)[-1]
-        return f"{disk}p1" if base[-1].isdigit() else f"{disk}1"
+        return f"{disk}p{number}" if base[-1].isdigit() else f"{disk}{number}"
 
     def _mounted(self) -> bool:
         with open("/proc/mounts") as fh:
@@ -213,8 +297,8 @@ class VMPlatform:
     def find_installed(self) -> Path | None:
         if self._mounted():
             return self.mountpoint
-        for disk in self.disks():
-            part = self._partition(disk)
+        # The labelled ext4 is partition 1 of a BIOS install and partition 2 (after the ESP) of a UEFI one.
+        for part in (self._partition(disk, n) for disk in self.disks() for n in (1, 2)):
             if os.path.exists(part) and _ext4_label(part) == FS_LABEL:
                 self.mountpoint.mkdir(parents=True, exist_ok=True)
                 _run(["mount", "-t", "ext4", part, str(self.mountpoint)], f"mount {part}")
@@ -230,17 +314,27 @@ class VMPlatform:
         if self._mounted():
             _run(["umount", str(self.mountpoint)], "unmount the old system")
         self.wipe_signatures(disk)
-        # One bootable Linux partition over the whole disk (MBR label: extlinux + mbr.bin boot it).
-        _run(
-            ["sfdisk", "--quiet", "--wipe", "always", disk], f"partition {disk}", stdin=b"label: dos\n,,L,*\n"
-        )
-        part = self._partition(disk)
+        uefi = self.booted_uefi()
+        # UEFI: GPT with the ESP the firmware boots from, then the stand-in's ext4 over the rest.
+        # BIOS: one bootable Linux partition over the whole disk (MBR label: extlinux + mbr.bin boot it).
+        table = f"label: gpt\n,{esp_size_mib(boot)}MiB,U\n,,L\n" if uefi else "label: dos\n,,L,*\n"
+        _run(["sfdisk", "--quiet", "--wipe", "always", disk], f"partition {disk}", stdin=table.encode())
+        part = self._partition(disk, 2 if uefi else 1)
         _wait_device(disk, part)
+        if uefi:
+            esp = self._partition(disk, 1)
+            _wait_device(disk, esp)
+            fill_esp(esp, self.efi_loader, boot, cmdline)
         _run(
             ["mke2fs", "-q", "-F", "-t", "ext4", "-O", MKE2FS_FEATURES, "-L", FS_LABEL, part], f"mkfs {part}"
         )
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         _run(["mount", "-t", "ext4", part, str(self.mountpoint)], f"mount {part}")
+        if uefi:
+            write_private(self.mountpoint / CONFIG_NAME, config)
+            os.sync()
+            log.info("talos stand-in: installed to %s (UEFI: systemd-boot on %s, ext4 %s)", disk, esp, part)
+            return self.mountpoint
         bootdir = self.mountpoint / "boot"
         bootdir.mkdir()
         (bootdir / KERNEL_NAME).write_bytes(boot.kernel)
@@ -262,10 +356,16 @@ class VMPlatform:
         return self.mountpoint
 
     def wipe_signatures(self, disk: str) -> None:
-        """Zero the first 4 MiB (MBR, partition start, ext4 superblock) and the last MiB (GPT backup)."""
+        """Zero the first MiB of every partition the kernel knows (ext4 superblock, FAT boot sector:
+        no stale label for ``find_installed``), the first 4 MiB (MBR/protective MBR, primary GPT) and
+        the last MiB (backup GPT): the firmware then finds no ESP and boots from the network."""
         with open(disk, "r+b") as fh:
             size = fh.seek(0, os.SEEK_END)
             zero = bytes(MIB)
+            for start in _partition_starts(disk):
+                if start + MIB <= size:
+                    fh.seek(start)
+                    fh.write(zero)
             fh.seek(0)
             for _ in range(min(4, size // MIB)):
                 fh.write(zero)
