@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.inventory.model import Node
 from provisioner.lab import image
-from provisioner.lab.qemu import OVMF_CODE, OVMF_VARS
+from provisioner.lab.machine import BootSetting
+from provisioner.lab.qemu import Disk, QemuSpec, ensure_uefi_vars, firmware_argv
 from provisioner.lab.standin import platform
+from provisioner.netboot import ipxe
 
 CMDLINE = {
     "talos.platform": "metal",
@@ -37,6 +40,7 @@ CMDLINE = {
     "initrd": "initramfs.zst",
 }
 DISK_MIB = 512
+MAC = "52:54:00:78:00:21"
 BOOT_TIMEOUT = 420.0  # TCG on two shared cores; typically well under two minutes
 INIT_LINE = re.compile(r"talos stand-in: init: \[[^]]*\] starting on \S+, cmdline: (.*)")
 # After the disk's option fails, OVMF (no NIC here) moves on to its built-in shell.
@@ -115,22 +119,36 @@ def _esp_file(part: str, name: str) -> str:
     return res.stdout
 
 
-def boot_uefi(disk: Path, workdir: Path, until: re.Pattern[str], timeout: float) -> str:
-    """Boot ``disk`` in one QEMU VM (TCG, OVMF with a fresh NVRAM, no network) until the console
-    matches ``until`` or ``timeout`` passes; returns the console text."""
+def boot_uefi(
+    disk: Path, workdir: Path, until: re.Pattern[str], timeout: float, tftp: Path | None = None
+) -> str:
+    """Boot ``disk`` in one QEMU VM (TCG, OVMF with a fresh NVRAM) until the console matches
+    ``until`` or ``timeout`` passes; returns the console text.
+
+    Without ``tftp`` the VM has no NIC. With it, a virtio NIC boots first (QEMU's iPXE ROM, as in
+    the lab) from QEMU's user-mode network, whose built-in DHCP/TFTP serve ``tftp/node.ipxe``;
+    QEMU then runs in a network namespace of its own (``unshare --net``), so no address of it is
+    reachable from anywhere else, and ``restrict=on`` keeps the guest off the outside anyway."""
+    # The lab's own UEFI firmware options (qemu.py): OVMF, a private NVRAM, its runtime knobs.
+    spec = QemuSpec("uefi-test", "", "", MAC, "", "", str(workdir), (Disk(str(disk), 1),))
     workdir.mkdir(parents=True, exist_ok=True)
-    nvram, console = workdir / "OVMF_VARS.fd", workdir / "console.log"
-    shutil.copyfile(OVMF_VARS, nvram)
+    ensure_uefi_vars(spec)
+    firmware, net_index, disk_index = firmware_argv(spec, BootSetting("pxe" if tftp else "disk", True, True))
+    console = workdir / "console.log"
     console.write_bytes(b"")
     argv = [
         "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "512", "-smp", "1",
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={nvram}",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", *firmware,
         "-drive", f"file={disk},if=none,id=disk0,format=raw,cache=unsafe",
-        "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
+        "-device", f"virtio-blk-pci,drive=disk0,bootindex={disk_index}",
         "-chardev", f"file,id=console,path={console}", "-serial", "chardev:console",
     ]  # fmt: skip
+    if tftp is not None:
+        argv = [
+            "unshare", "--net", "--", *argv,
+            "-netdev", f"user,id=net0,restrict=on,tftp={tftp},bootfile=node.ipxe",
+            "-device", f"virtio-net-pci,netdev=net0,mac={MAC},bootindex={net_index}",
+        ]  # fmt: skip
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
@@ -172,10 +190,9 @@ def test_fill_esp_without_a_loader_names_the_path(tmp_path: Path) -> None:
         platform.fill_esp(str(tmp_path / "esp"), "/x/bootx64.efi", platform.BootFiles(b"", b""), {})
 
 
-@pytest.mark.lab
-def test_uefi_install_boots_from_disk_in_ovmf_and_wipe_removes_it(
-    tmp_path: Path, boot_inputs: dict[str, Path]
-) -> None:
+def install_uefi_disk(tmp_path: Path, boot_inputs: dict[str, Path]) -> Path:
+    """A raw disk image holding what ``VMPlatform.install`` writes on a UEFI machine, checked
+    on the way (GPT, ESP contents, the private config, ``find_installed`` on partition 2)."""
     disk = tmp_path / "disk.raw"
     with open(disk, "wb") as fh:
         fh.truncate(DISK_MIB * platform.MIB)
@@ -205,7 +222,15 @@ def test_uefi_install_boots_from_disk_in_ovmf_and_wipe_removes_it(
             assert "timeout 0" in _esp_file(esp, "loader/loader.conf")
         finally:
             _umount(mnt)
+    return disk
 
+
+@pytest.mark.lab
+def test_uefi_install_boots_from_disk_in_ovmf_and_wipe_removes_it(
+    tmp_path: Path, boot_inputs: dict[str, Path]
+) -> None:
+    disk = install_uefi_disk(tmp_path, boot_inputs)
+    mnt = tmp_path / "mnt"
     console = boot_uefi(disk, tmp_path / "vm1", INIT_LINE, BOOT_TIMEOUT)
     init = INIT_LINE.search(console)
     assert init is not None, f"the stand-in's /init never ran from the disk; console tail:\n{console[-3000:]}"
@@ -229,3 +254,35 @@ def test_uefi_install_boots_from_disk_in_ovmf_and_wipe_removes_it(
     assert PAST_DISK.search(console), console[-3000:]
     assert re.search(r'BdsDxe: failed to load Boot\w+ "UEFI Misc Device".*Not Found', console)
     assert "EFI stub" not in console and "talos stand-in" not in console
+
+
+@pytest.mark.lab
+def test_installed_uefi_node_told_to_boot_from_disk_exits_ipxe_to_the_installed_loader(
+    tmp_path: Path, boot_inputs: dict[str, Path]
+) -> None:
+    """The lab's "installed -> boot from disk" path on UEFI: network first (as a BMC that keeps PXE
+    first leaves it), iPXE gets the tool's own local-disk script, ``exit`` returns to OVMF, which
+    goes on to the disk and its systemd-boot."""
+    disk = install_uefi_disk(tmp_path, boot_inputs)
+    node = Node.model_validate(
+        {
+            "name": "w1",
+            "rack": "r2",
+            "role": "worker",
+            "boot": {"mode": "uefi", "mac": MAC},
+            "ip": "192.168.78.131",
+        }
+    )
+    tftp = tmp_path / "tftp"
+    tftp.mkdir()
+    (tftp / "node.ipxe").write_text(ipxe.local_disk_script(node))
+    console = boot_uefi(disk, tmp_path / "vm", INIT_LINE, BOOT_TIMEOUT, tftp=tftp)
+    said = console.find("provisioner: w1 is installed, booting from the local disk")
+    assert said >= 0, f"iPXE never ran the local-disk script; console tail:\n{console[-3000:]}"
+    after = console[said:]
+    started = re.search(r'BdsDxe: starting Boot\w+ "UEFI Misc Device"', after)
+    assert started is not None, f"OVMF did not go on to the disk after iPXE's exit:\n{after[-3000:]}"
+    # Straight on: OVMF's own PXE/HTTP boot options (minutes of TCG timeouts) are off in the lab.
+    assert not re.search(r"Start (PXE|HTTP Boot) over IPv[46]", after[: started.start()])
+    init = INIT_LINE.search(after, started.end())
+    assert init is not None and "standin.boot=disk" in init.group(1).split(), after[-3000:]
