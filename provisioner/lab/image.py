@@ -107,12 +107,15 @@ _PRUNE = [
     "usr/lib/python3.11/distutils",
     "usr/lib/python3.11/unittest",
     "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
-    "usr/lib/x86_64-linux-gnu/gconv",
     "usr/lib/x86_64-linux-gnu/audit",
     "usr/lib/syslinux/modules/efi32",
     "usr/lib/syslinux/modules/efi64",
     "usr/share/syslinux/com32",
 ]
+# glibc's iconv modules: all dropped but what mtools (UEFI installs fill the ESP with it) needs to
+# convert file names to FAT's default codepage 850; the module configuration that names it stays.
+GCONV_DIR = "usr/lib/x86_64-linux-gnu/gconv"
+GCONV_KEEP = ("IBM850.so",)
 # Extension modules whose libraries (ncurses, readline, Berkeley DB, NIS, sqlite) are not
 # in the image: removed rather than shipped broken.
 _DROP_EXT = ("readline", "_curses", "_curses_panel", "_dbm", "_gdbm", "nis", "_sqlite3", "_tkinter")
@@ -448,6 +451,9 @@ def build(cache: Path | None = None, link: Path | None = None, force: bool = Fal
                     _merge_usr(unpacked, root)
             for rel in _PRUNE:
                 shutil.rmtree(root / rel, ignore_errors=True)
+            for module in (root / GCONV_DIR).glob("*.so"):
+                if module.name not in GCONV_KEEP:
+                    module.unlink()
             for ext in (root / "usr/lib/python3.11/lib-dynload").glob("*.so"):
                 if ext.name.split(".", 1)[0] in _DROP_EXT:
                     ext.unlink()

@@ -214,8 +214,9 @@ def _wait_device(disk: str, part: str, timeout: float = 10.0) -> None:
             raise PlatformError(f"partition {part} did not appear after partitioning {disk}")
         tries += 1
         if tries % 10 == 1:  # nudge the kernel: re-read the table (blockdev), else add partitions (partx)
-            subprocess.run(["blockdev", "--rereadpt", disk], capture_output=True)
-            subprocess.run(["partx", "-a", disk], capture_output=True)
+            for nudge in (["blockdev", "--rereadpt", disk], ["partx", "-a", disk]):
+                with contextlib.suppress(OSError):  # partx is not in the image; blockdev is busybox's
+                    subprocess.run(nudge, capture_output=True)
         time.sleep(0.1)
     if not os.path.exists(part):
         major, minor = (int(x) for x in (sysfs / "dev").read_text().split(":"))
