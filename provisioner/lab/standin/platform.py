@@ -188,9 +188,9 @@ def fill_esp(part: str, loader: str, boot: BootFiles, cmdline: dict[str, str]) -
             **{k: v.encode() for k, v in loader_files(cmdline).items()},
         }
         for i, (dest, data) in enumerate(staged.items()):
-            src = Path(tmp) / str(i)
-            src.write_bytes(data)
-            files[dest] = str(src)
+            staged_file = Path(tmp) / str(i)
+            staged_file.write_bytes(data)
+            files[dest] = str(staged_file)
         for dest, src in files.items():
             _run(["mcopy", "-o", "-i", part, src, f"::/{dest}"], f"mcopy {dest} to the ESP {part}", env=env)
 
