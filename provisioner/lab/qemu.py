@@ -10,6 +10,8 @@ reboot, exactly as on a real server, and a one-time override is consumed by one 
 The BMC's EFI boot flag chooses the firmware of each start: legacy BIOS (QEMU's SeaBIOS,
 ``-boot`` order) or UEFI (OVMF from Debian's ``ovmf``, a private copy of its variable store
 per VM, boot order by ``bootindex``), so a BMC that sets the flag wrongly really breaks the boot.
+Under OVMF the NIC boots only through its iPXE option ROM (OVMF's own PXE/HTTP boot is switched off),
+so an installed node's iPXE ``exit`` goes straight on to the disk's ESP.
 """
 
 from __future__ import annotations
