@@ -10,6 +10,8 @@ reboot, exactly as on a real server, and a one-time override is consumed by one 
 The BMC's EFI boot flag chooses the firmware of each start: legacy BIOS (QEMU's SeaBIOS,
 ``-boot`` order) or UEFI (OVMF from Debian's ``ovmf``, a private copy of its variable store
 per VM, boot order by ``bootindex``), so a BMC that sets the flag wrongly really breaks the boot.
+Under OVMF the NIC boots only through its iPXE option ROM (OVMF's own PXE/HTTP boot is switched off),
+so an installed node's iPXE ``exit`` goes straight on to the disk's ESP.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian package ovmf
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")  # template; each VM writes its own copy
+# OVMF's own network stack off (runtime knobs, OvmfPkg/RUNTIME_CONFIG.md): otherwise it adds PXEv4,
+# PXEv6, HTTPv4 and HTTPv6 boot options for the NIC, all ordered before the disk, and an installed
+# node whose iPXE (the NIC's option ROM, own stack, unaffected) exits to the firmware spends over a
+# minute of TCG timeouts in them before it reaches its disk (tests/standin/test_uefi_disk.py).
+OVMF_NO_NATIVE_NETBOOT = (
+    "-fw_cfg",
+    "name=opt/org.tianocore/IPv4Support,string=no",
+    "-fw_cfg",
+    "name=opt/org.tianocore/IPv6Support,string=no",
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ def firmware_argv(spec: QemuSpec, setting: BootSetting) -> tuple[list[str], str 
         f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
         "-drive",
         f"if=pflash,format=raw,unit=1,file={spec.uefi_vars}",
+        *OVMF_NO_NATIVE_NETBOOT,
     ]
     if setting.device == "pxe":
         return argv, "1", "2"

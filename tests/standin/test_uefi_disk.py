@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.inventory.model import Node
 from provisioner.lab import image
 from provisioner.lab.machine import BootSetting
 from provisioner.lab.qemu import Disk, QemuSpec, ensure_uefi_vars, firmware_argv
 from provisioner.lab.standin import platform
+from provisioner.netboot import ipxe
 
 CMDLINE = {
     "talos.platform": "metal",
@@ -252,3 +254,35 @@ def test_uefi_install_boots_from_disk_in_ovmf_and_wipe_removes_it(
     assert PAST_DISK.search(console), console[-3000:]
     assert re.search(r'BdsDxe: failed to load Boot\w+ "UEFI Misc Device".*Not Found', console)
     assert "EFI stub" not in console and "talos stand-in" not in console
+
+
+@pytest.mark.lab
+def test_installed_uefi_node_told_to_boot_from_disk_exits_ipxe_to_the_installed_loader(
+    tmp_path: Path, boot_inputs: dict[str, Path]
+) -> None:
+    """The lab's "installed -> boot from disk" path on UEFI: network first (as a BMC that keeps PXE
+    first leaves it), iPXE gets the tool's own local-disk script, ``exit`` returns to OVMF, which
+    goes on to the disk and its systemd-boot."""
+    disk = install_uefi_disk(tmp_path, boot_inputs)
+    node = Node.model_validate(
+        {
+            "name": "w1",
+            "rack": "r2",
+            "role": "worker",
+            "boot": {"mode": "uefi", "mac": MAC},
+            "ip": "192.168.78.131",
+        }
+    )
+    tftp = tmp_path / "tftp"
+    tftp.mkdir()
+    (tftp / "node.ipxe").write_text(ipxe.local_disk_script(node))
+    console = boot_uefi(disk, tmp_path / "vm", INIT_LINE, BOOT_TIMEOUT, tftp=tftp)
+    said = console.find("provisioner: w1 is installed, booting from the local disk")
+    assert said >= 0, f"iPXE never ran the local-disk script; console tail:\n{console[-3000:]}"
+    after = console[said:]
+    started = re.search(r'BdsDxe: starting Boot\w+ "UEFI Misc Device"', after)
+    assert started is not None, f"OVMF did not go on to the disk after iPXE's exit:\n{after[-3000:]}"
+    # Straight on: OVMF's own PXE/HTTP boot options (minutes of TCG timeouts) are off in the lab.
+    assert not re.search(r"Start (PXE|HTTP Boot) over IPv[46]", after[: started.start()])
+    init = INIT_LINE.search(after, started.end())
+    assert init is not None and "standin.boot=disk" in init.group(1).split(), after[-3000:]
