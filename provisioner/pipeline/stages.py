@@ -16,6 +16,7 @@ a stage here only decides whether it applies, whether it is done, and calls into
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from ..bundles import Bundle
@@ -24,7 +25,7 @@ from ..inventory.model import Node
 from ..layout import StateLayout
 from ..state import Phase
 from ..workflow import clusterflow, nodeflow
-from ..workflow.locks import LockBusy, cluster_lock
+from ..workflow.locks import LockBusy, cluster_lock, holder
 from .base import Stage, StageFailed
 from .context import NodeOutcome, RunContext
 
@@ -137,6 +138,7 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
     """Wait until every control plane is installed, then form the cluster once; the result goes
     to ``ctx.cluster_status`` / ``ctx.cluster_error`` (read by the ``cluster`` stage)."""
     site, store = ctx.site, ctx.store
+    announced = ""
     while True:
         cps = [(cp.name, store.node(cp.name)) for cp in site.controlplanes]
         if all(rec.phase.order >= Phase.INSTALLED.order for _, rec in cps):
@@ -154,11 +156,19 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
             name for name, rec in cps if name not in in_run and rec.phase.order < Phase.INSTALLED.order
         ]
         if outside:
-            ctx.cluster_status = "waiting"
-            ctx.progress.cluster(
-                "waiting", f"control planes outside this selection are not installed: {', '.join(outside)}"
-            )
-            return
+            # Racks provisioned in parallel: another run holding a control plane's rack will
+            # install it (a dead run's lock is gone, so this never waits on nobody).
+            busy = _racks_in_progress(ctx, outside)
+            if not busy:
+                ctx.cluster_status = "waiting"
+                missing = ", ".join(outside)
+                ctx.progress.cluster(
+                    "waiting", f"control planes outside this selection are not installed: {missing}"
+                )
+                return
+            if busy != announced:
+                ctx.progress.cluster("waiting", f"control planes being installed by other runs: {busy}")
+                announced = busy
         await asyncio.sleep(ctx.poll)
     try:
         # Concurrent runs (one per rack) meet here: whoever holds the lock forms the cluster,
@@ -180,6 +190,20 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
         ctx.cluster_failed.set()
         ctx.cluster_status, ctx.cluster_error = "failed", str(exc)
         ctx.progress.cluster("failed", str(exc), "error")
+
+
+def _racks_in_progress(ctx: RunContext, names: list[str]) -> str:
+    """``rack r1 (pid 123): cp1, cp2`` for the nodes whose rack another live run holds; empty
+    when none is held."""
+    by_rack: dict[str, list[str]] = {}
+    for name in names:
+        by_rack.setdefault(ctx.site.node(name).rack, []).append(name)
+    held = []
+    for rack, nodes in sorted(by_rack.items()):
+        pid = holder(ctx.layout.rack_lock(rack))
+        if pid is not None and pid != os.getpid():
+            held.append(f"rack {rack} (pid {pid}): {', '.join(nodes)}")
+    return "; ".join(held)
 
 
 class ClusterStage:

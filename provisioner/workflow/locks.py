@@ -52,5 +52,25 @@ def hold_racks(layout: StateLayout, racks: list[str]) -> Iterator[None]:
         yield
 
 
+def holder(path: Path) -> int | None:
+    """The pid holding ``path``'s lock, or None; read from ``/proc/locks``, never by trying the
+    lock (a probe that took it, however briefly, could turn a starting run away)."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[4] == "-1":
+            continue
+        dev_ino = fields[5].split(":")
+        if len(dev_ino) == 3 and int(dev_ino[2]) == st.st_ino and (
+            (int(dev_ino[0], 16), int(dev_ino[1], 16)) == (os.major(st.st_dev), os.minor(st.st_dev))
+        ):
+            return int(fields[4])
+    return None
+
+
 def cluster_lock(layout: StateLayout) -> contextlib.AbstractContextManager[None]:
     return hold(layout.cluster_lock, "the cluster")

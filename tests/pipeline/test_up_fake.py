@@ -9,6 +9,9 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,3 +212,76 @@ def test_reset_names_a_stale_etcd_member_with_the_command_to_remove_it(tmp_path:
 
     stale = asyncio.run(wipe())
     assert list(stale) == ["cp3"] and stale["cp3"].startswith("talosctl -n 10.98.0.11 etcd remove-member ")
+
+
+def _hold_rack(site: Site, rack: str) -> subprocess.Popen[str]:
+    """Another run's rack lock: a separate process holding it until its stdin closes."""
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom provisioner.layout import StateLayout\n"
+        "from provisioner.workflow.locks import hold_racks\n"
+        f"with hold_racks(StateLayout(Path({str(site.state_dir)!r})), [{rack!r}]):\n"
+        "    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_rack_run_waits_for_control_planes_another_live_run_is_installing(tmp_path: Path) -> None:
+    """``make rack-r1 & make rack-r2``: r2's run (cp3, w1) needs r1's control planes, which r1's
+    run (here: a process holding r1's lock, and a thread standing in for its node flow) installs
+    later; r2's run waits for them and forms the cluster, instead of halting."""
+    site = make_site(tmp_path)
+    world = _world(site)
+    store = StateStore(site.state_dir)
+    other_run = _hold_rack(site, "r1")
+
+    def r1_installs() -> None:
+        time.sleep(1.0)
+        for name in ("cp1", "cp2"):
+            world.install_now(name)
+            store.update(name, phase=Phase.INSTALLED, installed=True)
+
+    worker = threading.Thread(target=r1_installs)
+    worker.start()
+    try:
+        result = up(
+            site,
+            [n for n in site.nodes if n.rack == "r2"],
+            progress_mode="lines",
+            poll=0.02,
+            talos=FakeTalos(world),
+            bmc_connect=world.controller,
+            netboot=None,
+            stages=HARDWARE_STAGES,
+        )
+    finally:
+        worker.join()
+        other_run.communicate("")
+    assert result.ok and result.cluster == "formed", result.as_dict()
+    assert world.calls["bootstrap"] == 1 and sorted(world.etcd) == ["cp1", "cp2", "cp3"]
+    waits = [
+        e.data.get("detail", "")
+        for e in EventLog(StateLayout(site.state_dir).events).iter()
+        if "other runs" in str(e.data.get("detail", ""))
+    ]
+    assert waits and f"rack r1 (pid {other_run.pid}): cp1, cp2" in waits[0]
+
+
+def test_a_rack_run_halts_when_nobody_installs_the_other_racks_control_planes(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    world = _world(site)
+    result = up(
+        site,
+        [n for n in site.nodes if n.rack == "r2"],
+        progress_mode="lines",
+        poll=0.02,
+        talos=FakeTalos(world),
+        bmc_connect=world.controller,
+        netboot=None,
+        stages=HARDWARE_STAGES,
+    )
+    assert result.cluster == "waiting" and world.calls["bootstrap"] == 0, result.as_dict()
+    assert [(n.name, n.phase) for n in result.nodes] == [("cp3", "ready"), ("w1", "ready")]

@@ -40,9 +40,12 @@ def _holder(locks: Path, rack: str) -> subprocess.Popen[str]:
 def test_same_rack_refused_other_rack_allowed(tmp_path: Path) -> None:
     holder = _holder(tmp_path, "r1")
     try:
-        with pytest.raises(
-            LockBusy, match=rf"rack r1 is being provisioned by another run \(pid {holder.pid}\)"
-        ), hold_racks(StateLayout(tmp_path), ["r1"]):
+        with (
+            pytest.raises(
+                LockBusy, match=rf"rack r1 is being provisioned by another run \(pid {holder.pid}\)"
+            ),
+            hold_racks(StateLayout(tmp_path), ["r1"]),
+        ):
             pass
         with hold_racks(StateLayout(tmp_path), ["r2"]):  # a different rack runs at the same time
             pass
@@ -79,3 +82,18 @@ def test_up_on_a_locked_rack_exits_1_with_message(tmp_path: Path, capsys: pytest
         holder.communicate("")
     assert rc == 1
     assert "rack lab is being provisioned by another run" in capsys.readouterr().err
+
+
+def test_holder_names_the_live_holder_without_taking_the_lock(tmp_path: Path) -> None:
+    from provisioner.workflow.locks import holder
+
+    lock = StateLayout(tmp_path).rack_lock("r1")
+    assert holder(lock) is None  # no file yet
+    proc = _holder(tmp_path, "r1")
+    try:
+        for _ in range(3):  # asking never takes it: the holder keeps it, a starter is not turned away
+            assert holder(lock) == proc.pid
+    finally:
+        proc.communicate("")
+    assert holder(lock) is None
+    assert holder(StateLayout(tmp_path).rack_lock("r2")) is None
