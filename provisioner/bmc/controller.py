@@ -105,7 +105,8 @@ class _Worker:
     """The thread a controller's calls run in, so the caller can stop waiting for a hung one.
 
     One per controller, kept between calls (a thread per call costs more than the call
-    on a busy fan-out); retired when the controller closes, when a call overruns its
+    on a busy fan-out); handed on to a later controller when this one closes (``_give_back``,
+    a few dozen kept), retired when more are idle than that, when a call overruns its
     deadline (the worker then ends after that call, whenever it returns), or after
     ``IDLE`` seconds without work, so a controller nobody closes leaks no thread.
     """
@@ -152,6 +153,30 @@ class _Worker:
                 call.done.set()
 
 
+# Workers of closed controllers, handed to the next controller: a 1,000-node run connects 2,000
+# times, and a new thread per connection held a BMC slot while it started (slow on a busy host).
+_SPARE_MAX = 64
+_spare: list[_Worker] = []
+_spare_lock = threading.Lock()
+
+
+def _take_worker(name: str) -> _Worker:
+    with _spare_lock:
+        while _spare:
+            worker = _spare.pop()
+            if worker.alive:  # else it retired idle meanwhile
+                return worker
+    return _Worker(name)
+
+
+def _give_back(worker: _Worker) -> None:
+    with _spare_lock:
+        if worker.alive and len(_spare) < _SPARE_MAX:
+            _spare.append(worker)
+            return
+    worker.retire()
+
+
 class BMCController:
     """The BMC of one node, as the orchestrator uses it. Thread-compatible, not thread-safe:
     one controller per node per thread (the fan-out gives each node its own)."""
@@ -171,8 +196,11 @@ class BMCController:
         worker = self._worker
         call = worker.run(fn) if worker is not None else None
         if worker is None or call is None:  # none yet, or it retired after idling
-            worker = self._worker = _Worker(f"bmc-{self.node}")
+            worker = self._worker = _take_worker(f"bmc-{self.node}")
             call = worker.run(fn)
+            if call is None:  # a spare that retired just now
+                worker = self._worker = _Worker(f"bmc-{self.node}")
+                call = worker.run(fn)
             assert call is not None
         # The drivers give the library the command timeout (connect and read each), so
         # the library normally gives up first and its thread is done. This deadline is
@@ -337,7 +365,7 @@ class BMCController:
     def close(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.retire()
+            _give_back(worker)  # idle: ``_attempt`` drops a worker whose call overran
         try:
             self.driver.close()
         except Exception:  # closing is best effort: the BMC may be gone

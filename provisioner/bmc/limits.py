@@ -28,8 +28,25 @@ class RackLimiter:
     @contextlib.asynccontextmanager
     async def slot(self, rack: str) -> AsyncIterator[None]:
         """Hold one slot of ``rack`` and one of the total (rack first: the narrower queue)."""
+        await self.acquire(rack)
+        try:
+            yield
+        finally:
+            self.release(rack)
+
+    async def acquire(self, rack: str) -> None:
+        """Take the slot ``slot`` holds, for a holder whose use spans several awaits (``BMCGate``
+        keeps a node's slot across its off, PXE once and on); pair with ``release``."""
         sem = self._racks.get(rack)
         if sem is None:
             sem = self._racks[rack] = asyncio.Semaphore(self.per_rack_limit)
-        async with sem, self._total:
-            yield
+        await sem.acquire()
+        try:
+            await self._total.acquire()
+        except BaseException:
+            sem.release()
+            raise
+
+    def release(self, rack: str) -> None:
+        self._total.release()
+        self._racks[rack].release()

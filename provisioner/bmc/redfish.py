@@ -14,12 +14,24 @@ node costs one TLS handshake instead of one per request. sushy asks for
 long-lived connections); ours live only as long as a controller, and a connection the
 BMC dropped is noticed by urllib3 before reuse, or fails the attempt, which drops the
 connection and is retried on a new one.
+
+Round trips: the protocol minimum is the service root once per connection, then two requests per
+verified operation (the action or PATCH, one GET of the system). What a BMC's ComputerSystem *is*
+(its URI, its action targets and allowable values, which Boot properties it has) does not change
+while a run drives it, so it is learnt once per process (``_KNOWN``): a later connection to the same
+BMC neither reads the Systems collection nor the system before acting. The system's URI comes from
+the service root's ``Systems`` link and the inventory's ``system_id``; before the system was ever
+read, a reset goes to the action URI the Redfish specification fixes (``<system>/Actions/
+ComputerSystem.Reset``) with the preferred reset type, and only a BMC that refuses it (HTTP 400)
+is asked for its allowable values. State (power, boot override) is always read fresh.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -27,6 +39,8 @@ import sushy
 from sushy import auth as sushy_auth
 from sushy import connector as sushy_connector
 from sushy import exceptions as sushy_exc
+from sushy.resources import base as sushy_base
+from sushy.resources.system import system as sushy_system
 
 from .base import (
     BMCAuthError,
@@ -57,6 +71,46 @@ _RESET_CHOICES: dict[PowerAction, tuple[sushy.ResetType, ...]] = {
 }
 
 
+_RESET_ACTION = "Actions/ComputerSystem.Reset"  # DSP0266: <resource URI>/Actions/<qualified name>
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a BMC's ComputerSystem is (its URI and its last document, for the action targets,
+    allowable values and Boot properties it lists), not its state."""
+
+    path: str
+    doc: dict[str, Any]
+
+
+# (base URL, inventory system_id, inventory UUID) -> the system as learnt in this process; dropped
+# when acting on it fails, so a BMC that changed (a test's emulator reusing a port) is rediscovered.
+_KNOWN: dict[tuple[str, str | None, str | None], _Known] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+class _RememberingReader(sushy_base.JsonDataReader):
+    """sushy's reader, keeping the headers of its last GET (see ``_System``)."""
+
+    headers: Any = None
+
+    def get_data(self) -> Any:
+        data = super().get_data()
+        self.headers = data._headers
+        return data
+
+
+class _System(sushy_system.System):
+    """sushy's System, minus one request per PATCH: sushy GETs the system again only to learn its
+    ETag for ``If-Match``; the read-back that verified the previous step already brought it. A
+    system built from what an earlier connection learnt has no ETag yet: its PATCH goes without
+    ``If-Match`` (optional in Redfish; sushy itself retries a stale one without it)."""
+
+    def _get_headers(self) -> Any:
+        headers = getattr(self._reader, "headers", None)
+        return headers if headers is not None else {}
+
+
 class RedfishDriver:
     """Single-attempt Redfish operations on one ComputerSystem of one BMC."""
 
@@ -82,7 +136,9 @@ class RedfishDriver:
         self._expected_uuid = expected_uuid
         self._timeout = timeout
         self._root: sushy.Sushy | None = None
-        self._system: Any = None
+        self._system: Any = None  # the sushy System, once its document is known
+        self._path: str | None = None  # the system's URI (known before its document may be)
+        self._learnt = False  # the URI came from ``_KNOWN`` (not from this connection's root)
 
     # -- connection ---------------------------------------------------------------------
     def _translate(self, action: str, exc: Exception) -> BMCError:
@@ -121,9 +177,24 @@ class RedfishDriver:
             return BMCTimeout(self.node, self.endpoint, action, "no answer within the timeout")
         return BMCUnavailable(self.node, self.endpoint, action, f"{type(exc).__name__}: {text}")
 
-    def _connect(self, action: str) -> Any:
-        if self._system is not None:
-            return self._system
+    @property
+    def _key(self) -> tuple[str, str | None, str | None]:
+        return (self._base_url, self._system_id, (self._expected_uuid or "").lower() or None)
+
+    def _learn(self, system: Any) -> None:
+        """Remember what the system is (after a successful GET of it) for later connections."""
+        with _KNOWN_LOCK:
+            _KNOWN[self._key] = _Known(system.path, system.json)
+
+    def _forget(self) -> None:
+        with _KNOWN_LOCK:
+            _KNOWN.pop(self._key, None)
+
+    def _connect(self, action: str) -> str:
+        """The connection (one GET of the service root) and the system's URI; the sushy System is
+        built from what this process already learnt of it, or left for the first read."""
+        if self._path is not None:
+            return self._path
         try:
             connector = sushy_connector.Connector(
                 self._base_url,
@@ -152,23 +223,65 @@ class RedfishDriver:
                 connector=connector,
             )
             self._root = root
-            self._system = self._choose_system(root, action)
+            with _KNOWN_LOCK:
+                known = _KNOWN.get(self._key)
+            self._learnt = known is not None
+            if known is not None:
+                self._path = known.path
+                self._system = self._system_object(known.path, known.doc)
+            elif self._system_id and getattr(root, "_systems_path", None):
+                self._path = f"{root._systems_path.rstrip('/')}/{self._system_id}"
+            else:
+                self._system = self._choose_system(root, action)
+                self._path = self._system.path
+                self._learn(self._system)
         except Exception as exc:
             self.reset_session()
             raise self._translate(action, exc) from None
+        assert self._path is not None
+        return self._path
+
+    def _system_object(self, path: str, doc: dict[str, Any] | None = None) -> Any:
+        """sushy's System at ``path``: from ``doc`` without a request, else read (one GET)."""
+        root = self._root
+        assert root is not None
+        # System's own __init__ only hands its arguments to ResourceBase's, which alone takes a
+        # document (and then sends nothing) and a reader.
+        system = _System.__new__(_System)
+        sushy_base.ResourceBase.__init__(
+            system,
+            root._conn,
+            path,
+            redfish_version=root.redfish_version,
+            registries=root.lazy_registries,
+            reader=_RememberingReader(),
+            json_doc=doc,
+            root=root,
+        )
+        return system
+
+    def _document(self, action: str) -> Any:
+        """The sushy System with a document (read now if this process never read it)."""
+        path = self._connect(action)
+        if self._system is None:
+            try:
+                self._system = self._system_object(path)
+            except Exception as exc:
+                raise self._fail(action, exc) from None
+            self._learn(self._system)
         return self._system
 
     def _choose_system(self, root: sushy.Sushy, action: str) -> Any:
         """The ComputerSystem of this node: by inventory ``system_id``, the only one, or by UUID."""
-        if self._system_id:
-            return root.get_system(f"{root.get_system_collection().path.rstrip('/')}/{self._system_id}")
+        if self._system_id:  # a service root without a Systems link: ask for the collection
+            return self._system_object(f"{root.get_system_collection().path.rstrip('/')}/{self._system_id}")
         collection = root.get_system_collection()
         paths = list(collection.members_identities)
         if len(paths) == 1:
-            return root.get_system(paths[0])
+            return self._system_object(paths[0])
         if self._expected_uuid:
             for path in paths:
-                system = root.get_system(path)
+                system = self._system_object(path)
                 if (system.uuid or "").lower() == self._expected_uuid.lower():
                     return system
         raise BMCConfigError(
@@ -183,18 +296,28 @@ class RedfishDriver:
         """Translate; drop the connection unless the BMC answered (an HTTP error keeps it)."""
         if not isinstance(exc, sushy_exc.HTTPError | BMCError):
             self.reset_session()
+        if isinstance(exc, sushy_exc.ResourceNotFoundError) and self._learnt:
+            # Not where this process learnt it is (the BMC changed): forget it; the retry rediscovers.
+            self._forget()
+            self.reset_session()
+            return BMCUnavailable(self.node, self.endpoint, action, "the system moved; looking it up again")
         return self._translate(action, exc)
 
     def _fresh(self, action: str) -> Any:
-        system = self._connect(action)
+        """The system with its current state: one GET."""
+        path = self._connect(action)
         try:
-            system.refresh(force=True)
+            if self._system is None:
+                self._system = self._system_object(path)
+            else:
+                self._system.refresh(force=True)
         except Exception as exc:
             raise self._fail(action, exc) from None
-        return system
+        self._learn(self._system)
+        return self._system
 
     def reset_session(self) -> None:
-        root, self._root, self._system = self._root, None, None
+        root, self._root, self._system, self._path = self._root, None, None, None
         if root is not None:
             try:
                 root.close()
@@ -211,7 +334,18 @@ class RedfishDriver:
 
     def power(self, action: PowerAction) -> None:
         name = f"power {action.value}"
-        system = self._connect(name)
+        path = self._connect(name)
+        if self._system is None:  # never read in this process: the standard action URI
+            try:
+                self._root._conn.post(  # type: ignore[union-attr]
+                    f"{path}/{_RESET_ACTION}", data={"ResetType": _RESET_CHOICES[action][0].value}
+                )
+                return
+            except sushy_exc.BadRequestError:
+                pass  # not a reset type (or not the URI) this BMC takes: ask it, below
+            except Exception as exc:
+                raise self._fail(name, exc) from None
+        system = self._document(name)
         try:
             allowed = system.get_allowed_reset_system_values()
             choice = next((r for r in _RESET_CHOICES[action] if r in allowed), None)
@@ -243,7 +377,7 @@ class RedfishDriver:
 
     def set_boot_override(self, device: BootDevice, persistent: bool, uefi: bool) -> None:
         name = f"set boot device {device.value}"
-        system = self._connect(name)
+        system = self._document(name)
         enabled = (
             sushy.BootSourceOverrideEnabled.CONTINUOUS if persistent else sushy.BootSourceOverrideEnabled.ONCE
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.bmc import BMCAuthError, BMCConfigError, BootDevice, PowerState, connect
+from provisioner.bmc import BMCAuthError, BMCConfigError, BootDevice, PowerState, connect, redfish
 from provisioner.bmc.controller import ControllerSettings
 from provisioner.lab.bmc_fleet import BmcFleet
 
@@ -119,3 +119,45 @@ def test_wrong_password_is_an_auth_error_without_the_password(fleet: BmcFleet, t
     with connect(make_node(fleet, "rf1", 11), tmp_path, FAST) as ctl, pytest.raises(BMCAuthError) as err:
         ctl.power_state()
     assert "rf1" in str(err.value) and "wrong-secret-42" not in str(err.value)
+
+
+def _redfish_requests(fleet: BmcFleet) -> int:
+    return fleet.stats_by_protocol()["redfish"]["requests"]
+
+
+@pytest.mark.parametrize(("system_id", "discovery"), [("rf1", 0), (None, 2)])
+def test_round_trips_are_the_protocol_minimum_once_the_system_is_known(
+    fleet: BmcFleet, secrets_dir: Path, system_id: str | None, discovery: int
+) -> None:
+    """Off + PXE once + on on one connection: the service root, then 2 per verified operation (+ the
+    Systems collection and the system, once per process, when found by UUID); a later connection for
+    the disk step: the root, the PATCH and its read-back, nothing rediscovered."""
+    redfish._KNOWN.clear()
+    extra = {"system_id": system_id} if system_id else {}
+    node = make_node(fleet, "rf1", 11, **extra)
+    before = _redfish_requests(fleet)
+    with connect(node, secrets_dir, FAST) as ctl:
+        ctl.power_off()
+        ctl.set_boot_device(BootDevice.PXE)
+        ctl.power_on()
+    assert _redfish_requests(fleet) - before == 1 + 3 * 2 + discovery
+    before = _redfish_requests(fleet)
+    with connect(node, secrets_dir, FAST) as ctl:
+        ctl.set_boot_device(BootDevice.DISK, persistent=True)
+    assert _redfish_requests(fleet) - before == 1 + 2
+    assert get_system(fleet, "rf1")["Boot"]["BootSourceOverrideTarget"] == "Hdd"
+    assert fleet.state("rf1")["boots"][-1]["device"] == "pxe"
+
+
+def test_a_system_no_longer_where_it_was_learnt_is_found_again(fleet: BmcFleet, secrets_dir: Path) -> None:
+    """A learnt URI that now answers 404 (the BMC changed) is forgotten and the step retried."""
+    node = make_node(fleet, "rf2", 12)
+    with connect(node, secrets_dir, FAST) as ctl:
+        ctl.power_off()
+    key = next(k for k in redfish._KNOWN if k[2] == node.uuid)
+    known = redfish._KNOWN[key]
+    redfish._KNOWN[key] = redfish._Known(known.path.replace("rf2", "gone"), known.doc)
+    with connect(node, secrets_dir, FAST) as ctl:
+        ctl.power_on()
+    assert get_system(fleet, "rf2")["PowerState"] == "On"
+    assert redfish._KNOWN[key].path == known.path

@@ -31,10 +31,6 @@ TALOS_PER_NODE = 1  # Version over mutual TLS once installed
 # a second bootstrap), Bootstrap, one EtcdMemberList showing every member voting, Kubeconfig.
 TALOS_CLUSTER = 3 + 1 + 1 + 1
 SLACK = 1.2  # the acceptance bound: protocol minimum + 20%
-# What `up`'s Redfish driver adds to every fresh connection beyond the minimum today: sushy reads the
-# Systems collection and the system before the first operation. Not part of any minimum; named so
-# the fleet test can bound it and bench-scale can show it.
-REDFISH_REDISCOVERY = 2
 
 
 @dataclass(frozen=True)
