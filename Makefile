@@ -60,8 +60,10 @@ racks: setup
 # The lab inventory's addresses live in the lab namespace: run the tool there.
 IN_SITE = $(if $(filter $(LAB_INVENTORY) $(RACKS_INVENTORY),$(INVENTORY)),$(PROVISIONER) -i $(INVENTORY) lab exec -- $(abspath $(PROVISIONER)),$(PROVISIONER))
 
+# UP_ARGS: options for up, e.g. UP_ARGS="--until cluster" or "--keep-boot-servers".
+UP_ARGS ?=
 rack-%: setup
-	$(IN_SITE) --inventory $(INVENTORY) --rack $* up
+	$(IN_SITE) --inventory $(INVENTORY) --rack $* up $(UP_ARGS)
 
 bench-inventory: setup
 	$(PY) benchmarks/bench_inventory.py

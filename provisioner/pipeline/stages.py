@@ -179,7 +179,9 @@ async def form_when_ready(ctx: RunContext, in_run: set[str]) -> None:
                 lock.__enter__()
                 break
             except LockBusy:
-                ctx.progress.cluster("waiting", "another run is forming the cluster")
+                if announced != "cluster lock":
+                    ctx.progress.cluster("waiting", "another run is forming the cluster")
+                    announced = "cluster lock"
                 await asyncio.sleep(ctx.poll)
         try:
             await clusterflow.form(ctx)

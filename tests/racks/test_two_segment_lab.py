@@ -1,16 +1,21 @@
 """The two-segment lab, for real: rack r2 behind a router namespace, the site's own DHCP
 server on r2's segment, a boot server running sshd (the tool pushes to it over the routed
-path, host key checked) and proxy-DHCP, and a UEFI VM whose BMC's EFI flag selects OVMF.
+path, host key checked) and proxy-DHCP, and a UEFI VM whose BMC's EFI flag selects OVMF;
+then ``up --rack r1`` and ``up --rack r2`` in parallel to a formed cluster, with r2's worker
+installed through its boot server and rebooted from disk without a re-push.
 
 One lab for the module (a copy of ``inventory/examples/lab-racks.yaml`` under its own cluster
 name, so it never meets an operator's lab), always torn down. Marked ``lab``: needs root and
-a few minutes of CPU under TCG (one VM boots, up to the config fetch).
+about 8 minutes of CPU under TCG (4 VMs to a formed cluster; one reboot).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +30,6 @@ from provisioner.inventory import load_inventory
 from provisioner.inventory.model import Site
 from provisioner.lab import lab as labmod
 from provisioner.lab import netns, segments
-from provisioner.lab.qemu import OVMF_CODE
 
 pytestmark = pytest.mark.lab
 
@@ -73,6 +77,20 @@ class RacksLab:
                 failure = exc
                 time.sleep(5)
         raise failure
+
+    def talos(self, call: str, ip: str) -> str:
+        """A Talos API call to a node over mutual TLS, from inside the lab; its result as JSON."""
+        code = (
+            "import asyncio, dataclasses, json, sys\nfrom pathlib import Path\n"
+            "from provisioner.workflow import talos_ops\n"
+            f"r = asyncio.run(talos_ops.{call}({ip!r}, Path({str(self.talosconfig)!r})))\n"
+            "print(json.dumps([dataclasses.asdict(m) for m in r] if isinstance(r, list) else r))\n"
+        )
+        return self.run(NS, sys.executable, "-c", code, timeout=60)
+
+    @property
+    def talosconfig(self) -> Path:
+        return self.site.state_dir / "talosconfig"
 
     @property
     def segment_dir(self) -> Path:
@@ -123,6 +141,9 @@ def racks_lab() -> Iterator[RacksLab]:
     inventory = inv_dir / "lab-racks.yaml"
     inventory.write_text(text)
     site = load_inventory(inventory).site
+    # A run of its own: no state, and no boot-server files, from an earlier run of this module.
+    shutil.rmtree(site.state_dir, ignore_errors=True)
+    shutil.rmtree(LAB_DIR / "segments", ignore_errors=True)
     state = labmod.up(site, LAB_DIR)
     lab = RacksLab(site, inventory, state, [])
     try:
@@ -203,57 +224,6 @@ def _qemu_cmdline(racks_lab: RacksLab, node: str) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def test_uefi_node_boots_from_site_dhcp_and_the_boot_servers_proxy(racks_lab: RacksLab) -> None:
-    """Push to the boot server over SSH (host key checked), PXE-boot w1 through its BMC with the
-    EFI flag: OVMF, an address from the site DHCP server, the boot file from the proxy, the
-    Talos stand-in from the boot server, and its config fetched there."""
-    racks_lab.tool("secrets", "generate")
-    racks_lab.tool("configs", "generate")
-    log = open(LAB_DIR / "netboot-r1.log", "ab")  # noqa: SIM115 - handed to the child
-    serve = subprocess.Popen(  # the site's own netboot service (rack r1; the stand-in's install files)
-        netns.exec_argv(NS, [str(VENV_BIN / "provisioner"), "-i", str(racks_lab.inventory), "--rack", "r1",
-                             "netboot", "serve"]),
-        stdout=log, stderr=log, cwd=REPO, start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    racks_lab.started.append(serve)
-    pushed = racks_lab.tool("netboot", "push", "--rack", "r2")
-    assert "DHCP on (eth0)" in pushed and f"http://{BOOT_IP}:8080" in pushed
-    assert (racks_lab.remote_dir / "manifest.json").is_file()
-    assert not Path(f"/root/.provisioner/{CLUSTER}").exists()  # the boot server's home is its own
-    # Every BMC answers first. (The lab's IPMI emulators answer no session until the first
-    # BMC of the fleet has served one: a known emulator quirk, outside what this test checks.)
-    racks_lab.bmc("power", "status")
-    racks_lab.bmc("--node", "w1", "bootdev", "pxe")
-    racks_lab.bmc("--node", "w1", "power", "on")
-    try:
-        boot = racks_lab.vm_status("w1")["boots"][-1]
-        assert (boot["device"], boot["uefi"]) == ("pxe", True)
-        assert f"file={OVMF_CODE}" in _qemu_cmdline(racks_lab, "w1")
-        remote_events = racks_lab.remote_dir / "events.jsonl"
-        fetched = _wait(
-            "w1's config fetch on the boot server",
-            lambda: [e for e in _events(remote_events) if e["kind"] == "config.fetch" and e["node"] == "w1"],
-            timeout=600,
-            every=5,
-        )
-        assert fetched[0]["outcome"] == "ok"
-        kinds = [e["kind"] for e in _events(remote_events) if e["node"] == "w1"]
-        assert kinds.index("ipxe.script") < kinds.index("config.fetch")
-        site_log = (racks_lab.segment_dir / "site-dhcp.log").read_text()
-        assert f"DHCPACK(rbr0) {W1_IP} {W1_MAC}" in site_log  # the address: the site's DHCP server
-        assert "PXEClient:Arch:00007" in site_log  # ... asked by UEFI firmware
-        proxy_log = (racks_lab.remote_dir / "run" / "dnsmasq.log").read_text()
-        assert f"PXE(eth0) {W1_IP} {W1_MAC} snponly.efi" in proxy_log or "proxy" in proxy_log
-        assert f"DHCPACK(eth0) {W1_IP}" not in proxy_log  # the proxy never hands out the address
-        racks_lab.tool("netboot", "remote-status", "--rack", "r2")
-        local = _events(racks_lab.site.state_dir / "events.jsonl")
-        merged = [e for e in local if e.get("node") == "w1" and e["kind"] in ("ipxe.script", "config.fetch")]
-        assert {e["kind"] for e in merged} == {"ipxe.script", "config.fetch"}
-    finally:
-        racks_lab.bmc("--node", "w1", "power", "off")
-
-
 def test_bmc_legacy_flag_boots_the_same_vm_with_bios_firmware(racks_lab: RacksLab) -> None:
     """The EFI flag really steers: set PXE without it over IPMI and the next start is SeaBIOS."""
     bmc = racks_lab.site.node("w1").bmc
@@ -277,3 +247,171 @@ def test_bmc_legacy_flag_boots_the_same_vm_with_bios_firmware(racks_lab: RacksLa
         assert "pflash" not in cmdline and "-boot once=n,order=cn" in cmdline
     finally:
         racks_lab.bmc("--node", "w1", "power", "off")
+
+
+@dataclass
+class RackRun:
+    """One ``up --rack`` process in the lab's namespace, its output in a file."""
+
+    rack: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _start_up(racks_lab: RacksLab, rack: str, *extra: str) -> RackRun:
+    log = LAB_DIR / f"up-{rack}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            netns.exec_argv(NS, [str(VENV_BIN / "provisioner"), "-i", str(racks_lab.inventory),
+                                 "--rack", rack, "up", "--until", "cluster", *extra]),
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+    racks_lab.started.append(proc)
+    return RackRun(rack, proc, log)
+
+
+def _session_sshd_child(follow_marker: bytes) -> int | None:
+    """The sshd process serving the boot-server session whose command line holds the marker:
+    the follower's nearest ancestor named ``sshd: ...`` (the per-connection child)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"follow" not in cmd or follow_marker not in cmd:
+            continue
+        pid = int(d.name)
+        for _hop in range(5):
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sshd: "):
+                    return pid
+            except (OSError, ValueError, IndexError):
+                break
+    return None
+
+
+def _remote_merged(local: list[dict[str, Any]]) -> list[int]:
+    return [
+        e["data"]["remote"]["id"]
+        for e in local
+        if (e.get("data") or {}).get("remote", {}).get("rack") == "r2"
+    ]
+
+
+def _console(node: str) -> str:
+    return (LAB_DIR / "vms" / node / "console.log").read_text(errors="replace").replace("\r", "")
+
+
+def test_two_racks_in_parallel_form_the_cluster_with_rack2_through_its_boot_server(
+    racks_lab: RacksLab,
+) -> None:
+    """``up --rack r1`` and ``up --rack r2`` at once on the two-segment lab: r1's control planes
+    (BIOS, the site's netboot service) form the cluster; r2's UEFI worker is installed through
+    its boot server (the site's DHCP server gives the address, the boot server's proxy-DHCP the
+    boot file). Meanwhile: a second run on r2 is refused, r2's SSH session is dropped (its sshd
+    child killed) and resumed with every boot-server event merged once, and w1's config fetch
+    reaches the local event log while r2's run is still going."""
+    local_log = racks_lab.site.state_dir / "events.jsonl"
+    r1 = _start_up(racks_lab, "r1")
+    r2 = _start_up(racks_lab, "r2", "--keep-boot-servers")
+    runs = (r1, r2)
+    killed_session = refused = False
+    fetch_seen_live = False
+    deadline = time.monotonic() + 1500
+    while any(r.proc.poll() is None for r in runs):
+        assert time.monotonic() < deadline, "the two rack runs did not finish in 25 min"
+        local = _events(local_log)
+        connected = [e for e in local if e["kind"] == "netboot.remote" and e["outcome"] == "connected"]
+        if connected and not refused:
+            again = subprocess.run(
+                netns.exec_argv(NS, [str(VENV_BIN / "provisioner"), "-i", str(racks_lab.inventory), "--rack",
+                                     "r2", "up", "--until", "cluster"]),
+                capture_output=True, text=True, timeout=120, cwd=REPO,
+            )  # fmt: skip
+            assert again.returncode == 1, again.stdout + again.stderr
+            assert "rack r2 is being provisioned by another run (pid " in again.stderr
+            refused = True
+        if connected and not killed_session:
+            child = _session_sshd_child(f".provisioner/{CLUSTER}/r2\0".encode())
+            if child is not None:
+                os.kill(child, signal.SIGKILL)  # the session drops in the middle of the run
+                killed_session = True
+        if not fetch_seen_live and r2.proc.poll() is None:
+            fetch_seen_live = any(e["kind"] == "config.fetch" and e.get("node") == "w1" for e in local)
+        time.sleep(1)
+    for run in runs:
+        assert run.proc.returncode == 0, (
+            f"up --rack {run.rack} exited {run.proc.returncode}:\n{run.output()[-3000:]}"
+        )
+    assert refused and killed_session
+    assert fetch_seen_live, "w1's config fetch reached the local log only after r2's run ended"
+    assert "cluster: formed" in r1.output() and "cluster: formed" in r2.output()
+    # The cluster: every control plane an etcd member, w1 installed and answering over mutual TLS.
+    members = racks_lab.talos("etcd_members", "192.168.78.11")
+    assert len(json.loads(members)) == 3, members
+    assert json.loads(racks_lab.talos("secure_version", W1_IP)) is not None
+    # The dropped session was resumed from its cursor: every boot-server event merged exactly once.
+    remote_ids = [e["id"] for e in _events(racks_lab.remote_dir / "events.jsonl")]
+    local = _events(local_log)
+    assert remote_ids and _remote_merged(local) == remote_ids == list(range(1, len(remote_ids) + 1))
+    link = [e["outcome"] for e in local if e["kind"] == "netboot.remote"]
+    assert "dropped" in link and link.count("connected") >= 2, link
+    # UEFI through the site's DHCP server (the address) and the boot server's proxy (the boot file).
+    site_log = (racks_lab.segment_dir / "site-dhcp.log").read_text()
+    assert f"DHCPACK(rbr0) {W1_IP} {W1_MAC}" in site_log
+    assert "PXEClient:Arch:00007" in site_log  # asked by UEFI firmware
+    proxy_log = (racks_lab.remote_dir / "run" / "dnsmasq.log").read_text()
+    assert "proxy" in proxy_log and f"DHCPACK(eth0) {W1_IP}" not in proxy_log
+    w1_remote = [e["kind"] for e in _events(racks_lab.remote_dir / "events.jsonl") if e.get("node") == "w1"]
+    assert w1_remote.index("ipxe.script") < w1_remote.index("config.fetch")
+    # After the install, w1 came back from its disk through the UEFI path (OVMF -> systemd-boot).
+    console = _console("w1")
+    installed = console.index("talos stand-in: installed to /dev/vda (UEFI")
+    assert re.search(r'BdsDxe: starting Boot\w+ "UEFI Misc Device"', console[installed:])
+    assert "standin.boot=disk" in console[installed:]
+    pushed = json.loads((racks_lab.remote_dir / "manifest.json").read_text())
+    assert [(n["name"], n["answer"]) for n in pushed["nodes"]] == [("w1", "install")]  # as pushed
+
+
+def test_installed_rack2_node_reboots_from_disk_without_a_repush(racks_lab: RacksLab) -> None:
+    """The boot server learnt "w1 installed" over the live session (its pushed manifest still
+    says install): a network boot of w1 now gets "boot from the local disk", and iPXE's exit
+    takes OVMF to the installed system."""
+    manifest = racks_lab.remote_dir / "manifest.json"
+    pushed = manifest.read_bytes()
+    remote_events = racks_lab.remote_dir / "events.jsonl"
+    before = len(_events(remote_events))
+    marker = len(_console("w1"))
+    racks_lab.bmc("--node", "w1", "bootdev", "pxe")
+    racks_lab.bmc("--node", "w1", "power", "cycle")
+    answered = _wait(
+        "the boot server's local-disk answer to w1",
+        lambda: [
+            e for e in _events(remote_events)[before:]
+            if e["kind"] == "ipxe.script" and e.get("node") == "w1" and e["outcome"] == "local-disk"
+        ],
+        timeout=600, every=5,
+    )  # fmt: skip
+    assert answered[0]["data"].get("reason") == "installed"
+    after = _wait(
+        "w1 back from its disk",
+        lambda: (lambda c: c if "standin.boot=disk" in c else None)(_console("w1")[marker:]),
+        timeout=600,
+        every=5,
+    )
+    said = after.index("is installed, booting from the local disk")
+    assert re.search(r'BdsDxe: starting Boot\w+ "UEFI Misc Device"', after[said:])
+    assert manifest.read_bytes() == pushed  # no re-push
+    _wait(
+        "w1 over mutual TLS",
+        lambda: json.loads(racks_lab.talos("secure_version", W1_IP)),
+        timeout=300,
+        every=5,
+    )
+    racks_lab.tool("netboot", "remote-stop", "--rack", "r2")
