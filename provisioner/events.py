@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Event kinds other modules emit; keep them here so readers and writers agree.
 DHCP_LEASE = "dhcp.lease"
+DHCP_PROXY = "dhcp.proxy"  # a proxy-DHCP answer (boot options only): netboot/proxylog.py
 IPXE_SCRIPT = "ipxe.script"
 IPXE_UNKNOWN = "ipxe.unknown-machine"
 ASSET_DOWNLOAD = "asset.download"

@@ -36,6 +36,7 @@ from ..fsutil import atomic_write
 from ..layout import StateLayout
 from .childguard import die_with_parent
 from .http import HTTPServer, Reply, Request, safe_join
+from .proxylog import ProxyLogFollower
 from .remote_follow import follow, read_node_states
 from .rules import config_requester, identify, normalise_mac, normalise_uuid
 
@@ -258,7 +259,19 @@ def serve(root: Path) -> int:
         )
         print(f"agent: serving on http://{address[0]}:{address[1]}, dhcp {bool(dnsmasq)}", flush=True)
         last_restart = 0.0
+        proxy_log = None
+        if dnsmasq is not None:  # proxy answers make no lease: their events come from dnsmasq's log
+            proxy_log = ProxyLogFollower(
+                root / "run" / "dnsmasq.log",
+                routes.events,
+                lambda mac: (routes.by_mac.get(normalise_mac(mac)) or {}).get("name"),
+            )
         while not stop.wait(1.0):
+            if proxy_log is not None:
+                try:
+                    proxy_log.poll()
+                except OSError as exc:  # an unreadable log must not stop the boot service
+                    print(f"agent: cannot read dnsmasq's log: {exc}", flush=True)
             if dnsmasq is not None and binary and dnsmasq.poll() is not None:
                 if time.monotonic() - last_restart < 5:
                     continue

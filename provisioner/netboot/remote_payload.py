@@ -55,6 +55,7 @@ AGENT_MODULES = (
     "netboot/childguard.py",
     "netboot/http.py",
     "netboot/leasehook.py",
+    "netboot/proxylog.py",
     "netboot/remote_agent.py",
     "netboot/remote_follow.py",
     "netboot/rules.py",

@@ -23,13 +23,14 @@ from types import FrameType
 from ..errors import InputError, OperationError, ProvisionerError
 from ..events import EventLog
 from ..fsutil import private_dir
-from ..inventory.model import Node, Site
+from ..inventory.model import DHCPMode, Node, Site
 from ..layout import StateLayout
 from ..state import StateStore
 from . import dnsmasq
 from .assets import asset_set
 from .http import HTTPServer
 from .ipxe import Endpoint
+from .proxylog import ProxyLogFollower
 from .routes import NetbootRoutes
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class NetbootService:
         self._http: HTTPServer | None = None
         self._conf_text: str | None = None
         self._lock = threading.Lock()
+        self._proxy_stop = threading.Event()
+        self._proxy_thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     @property
@@ -118,6 +121,7 @@ class NetbootService:
                         self.site, self._paths, self.events.path, interface=self._interface(self.site)
                     )
                     self._dnsmasq.start()
+                    self._follow_proxy_answers()
             except BaseException:
                 self._http.stop()
                 self._http = None
@@ -128,8 +132,34 @@ class NetbootService:
                 f"pid {self._dnsmasq.pid}" if self.dhcp else "disabled",
             )
 
+    def _node_by_mac(self, mac: str) -> str | None:
+        return next((n.name for n in self.nodes if n.boot.mac.lower() == mac), None)
+
+    def _follow_proxy_answers(self) -> None:
+        """Proxy-DHCP makes no lease, so no lease hook runs: its answers become events from
+        dnsmasq's log instead (``proxylog``), polled each second by a daemon thread."""
+        mgmt = self.site.networks.management if self.site.networks else None
+        if mgmt is None or mgmt.dhcp.mode is not DHCPMode.PROXY or self._proxy_thread is not None:
+            return
+        follower = ProxyLogFollower(self._paths.log, self.events, self._node_by_mac)
+
+        def run() -> None:
+            while not self._proxy_stop.wait(1.0):
+                try:
+                    follower.poll()
+                except OSError as exc:
+                    log.warning("netboot: cannot read dnsmasq's log: %s", exc)
+
+        self._proxy_stop.clear()
+        self._proxy_thread = threading.Thread(target=run, name="netboot-proxylog", daemon=True)
+        self._proxy_thread.start()
+
     def stop(self) -> None:
         with self._lock:
+            self._proxy_stop.set()
+            if self._proxy_thread is not None:
+                self._proxy_thread.join(timeout=5)
+                self._proxy_thread = None
             self._dnsmasq.stop()
             if self._http is not None:
                 self._http.stop()

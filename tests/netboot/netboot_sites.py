@@ -16,6 +16,7 @@ def make_site(
     nodes: list[dict[str, Any]] | None = None,
     port: int = 8080,
     interface: str | None = None,
+    dhcp: dict[str, Any] | None = None,
     **talos: Any,
 ) -> Site:
     if nodes is None:
@@ -57,7 +58,12 @@ def make_site(
                 "talos": {"version": "v1.11.6", **talos},
             },
             "networks": {
-                "management": {"subnet": subnet, "gateway": gateway, "dns": [gateway]},
+                "management": {
+                    "subnet": subnet,
+                    "gateway": gateway,
+                    "dns": [gateway],
+                    **({"dhcp": dhcp} if dhcp else {}),
+                },
                 "netboot": netboot,
             },
             "racks": [{"name": "r1"}, {"name": "r2"}],

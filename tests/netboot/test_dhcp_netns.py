@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,45 @@ def test_serve_end_to_end_in_namespace(tmp_path: Path) -> None:
             if serve.poll() is None:
                 serve.kill()
                 serve.communicate()
+
+
+def test_proxy_answers_reach_the_event_log(tmp_path: Path) -> None:
+    """The service in proxy-DHCP mode: the real dnsmasq answers a UEFI PXE client with the boot
+    file only (no lease, so no lease hook), and the answer still becomes a ``dhcp.proxy``
+    event naming the node."""
+    from provisioner.events import DHCP_PROXY
+    from provisioner.netboot.service import NetbootService
+    from provisioner.state import StateStore
+
+    with netns_pair(f"{SERVER}/24", UEFI_MAC) as pair:
+        site = make_site(
+            tmp_path / "state",
+            server=SERVER,
+            subnet="10.231.0.0/24",
+            gateway=SERVER,
+            nodes=_site(tmp_path, pair.server_if).model_dump(mode="json")["nodes"],
+            interface=pair.server_if,
+            dhcp={"mode": "proxy"},
+        )
+        events = EventLog(site.state_dir / "events.jsonl")
+        service = NetbootService(
+            site,
+            StateStore(site.state_dir),
+            events,
+            runtime_dir=tmp_path / "runtime",
+            http_host="127.0.0.1",
+            http_port=0,
+            dnsmasq_prefix=["ip", "netns", "exec", pair.server_ns],
+        )
+        with service:
+            assert _udhcpc(pair, tmp_path, "0007") is None  # no address from a proxy
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not [e for e in events.iter() if e.kind == DHCP_PROXY]:
+                time.sleep(0.2)
+        proxied = [e for e in events.iter() if e.kind == DHCP_PROXY]
+        # udhcpc stops at the DISCOVER: the firmware's answer is the PXE menu (its file would
+        # come from the boot-server step on port 4011).
+        assert [(e.node, e.data["mac"], e.data["arch"], e.data["menu"]) for e in proxied[:1]] == [
+            ("uefi1", UEFI_MAC, 7, True)
+        ]
+        assert not [e for e in events.iter() if e.kind == DHCP_LEASE]

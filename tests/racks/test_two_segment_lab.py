@@ -368,6 +368,15 @@ def test_two_racks_in_parallel_form_the_cluster_with_rack2_through_its_boot_serv
     assert "PXEClient:Arch:00007" in site_log  # asked by UEFI firmware
     proxy_log = (racks_lab.remote_dir / "run" / "dnsmasq.log").read_text()
     assert "proxy" in proxy_log and f"DHCPACK(eth0) {W1_IP}" not in proxy_log
+    proxied = [e for e in local if e["kind"] == "dhcp.proxy" and e.get("node") == "w1"]
+    assert proxied, "no proxy-DHCP answer to w1 in the local event log"
+    answers = {(e["data"]["remote"]["rack"], e["data"]["mac"], e["data"]["arch"]) for e in proxied}
+    assert answers == {("r2", W1_MAC, 7)}  # from r2's boot server, to w1's UEFI (x86-64) firmware
+    assert f"http://{BOOT_IP}:8080/boot.ipxe" in {e["data"]["bootfile"] for e in proxied}
+    leases = [e for e in local if e["kind"] == "dhcp.lease" and e.get("node") == "w1"]
+    assert leases == []  # the address is the site DHCP server's: no lease from the boot server
+    first_ask = next(e for e in local if e["kind"] == "ipxe.script" and e.get("node") == "w1")
+    assert first_ask["data"].get("ip") == W1_IP  # ... and the node asked from the site's address
     w1_remote = [e["kind"] for e in _events(racks_lab.remote_dir / "events.jsonl") if e.get("node") == "w1"]
     assert w1_remote.index("ipxe.script") < w1_remote.index("config.fetch")
     # After the install, w1 came back from its disk through the UEFI path (OVMF -> systemd-boot).
