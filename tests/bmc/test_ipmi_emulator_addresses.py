@@ -4,8 +4,10 @@ namespace addresses) answer every session at once, however the client comes.
 Regression: the emulators used pyghmi's I/O thread, whose wake-ups went to 127.0.0.1 at the port of
 the process's first BMC. With BMCs on other addresses those wake-ups were lost: no BMC but the first
 answered until the first had received a datagram, and an answer delayed by the injected latency
-left only with the client's next retransmission (log-ins then ran out of retries: the fleet test
-lost nodes' disk step to "session set-up" time-outs).
+left only with the client's next retransmission (log-ins then ran out of retries), as did any
+datagram the I/O thread routed just after the serving thread had looked for work. The fleet test
+(BMCs on 127.2.x.y) lost nodes' disk step, the last and least busy BMC step, to "session set-up"
+time-outs.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def test_short_visits_in_a_row_cost_round_trips_not_retransmissions(
         state = own_address_fleet.state(f"a{i}")
         assert state["powered"] is True
         assert state["boot"] == {"device": "disk", "persistent": True, "uefi": True}
-    # Two log-ins, five commands and two log-outs: 22 datagrams from the BMC, 0.44 s of latency.
-    # Answers left only with the client's retransmissions: a median visit took 7.5 s.
-    assert statistics.median(durations) < 1.5, durations
+    # Two log-ins, five commands and two log-outs: 22 datagrams from the BMC, 0.44 s of latency
+    # (0.3-0.7 s measured on a loaded 2-core host). Answers left only with the client's
+    # retransmissions: a median visit took 7.5 s, and log-ins failed.
+    assert statistics.median(durations) < 2.5, durations
