@@ -117,7 +117,8 @@ class _ServerSession(pyghmi_serversession.ServerSession):
         # log-in from the same client port, handled first in the same batch), pyghmi calls
         # this BMC-side method on the session. Hand the datagram to the BMC, as routing at
         # processing time would have; without this it was dropped and the client's log-in
-        # failed after its retries (seen with 100 BMCs in one process).
+        # failed after its retries (seen with 100 BMCs in one process). ``serve`` now routes and
+        # handles each datagram in one step, so this is a safety net for pyghmi's own loop.
         return self.bmc.sessionless_data(data, sockaddr)
 
     def _forget(self) -> None:
