@@ -91,7 +91,17 @@ def lab_down(app: App, lab_dir: Path | None) -> None:
     from ..lab.lab import down
 
     result = down(app.site, lab_dir)
-    emit(result, lambda r: f"lab namespace {r['namespace']} removed ({len(r['killed'])} processes stopped)")
+    emit(
+        result,
+        lambda r: (
+            f"lab namespace {r['namespace']} removed ({len(r['killed'])} processes stopped)"
+            + (
+                f"; node records reset to blank (the VMs are gone): {', '.join(r['forgotten'])}"
+                if r.get("forgotten")
+                else ""
+            )
+        ),
+    )
 
 
 @lab.command("status")

@@ -36,6 +36,7 @@ from ..errors import InputError, OperationError
 from ..fsutil import atomic_write, private_dir, write_once
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
+from ..workflow.reset import forget_nodes
 from . import netns, segments
 from .qemu import Disk, QemuSpec
 
@@ -401,7 +402,12 @@ def down(site: Site | None, lab_dir: Path | None = None) -> dict[str, Any]:
         ns = state["namespace"]
     else:
         raise InputError("no lab state found; name the inventory (--inventory) whose lab to remove")
-    return down_namespace(ns, paths)
+    result = down_namespace(ns, paths)
+    if site is not None:
+        # The VMs and their disks are gone: the tool's records of them ("cp1 ready", "cluster
+        # formed") would make the next `up` on a new lab skip everything.
+        result["forgotten"] = forget_nodes(site, [n.name for n in site.nodes], "lab down removed its VM")
+    return result
 
 
 def status(site: Site, lab_dir: Path | None = None) -> dict[str, Any]:

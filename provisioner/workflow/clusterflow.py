@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, fsync_dir
 from ..inventory.model import Node
+from ..layout import StateLayout
 from ..records import read_cluster_record
 from ..state import Phase
 from .talos_ops import EtcdMember, TalosAccess, TalosUnavailable
@@ -50,6 +52,19 @@ class ClusterState:
         atomic_write(path, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
 
 
+def retire_platform(layout: StateLayout) -> Path | None:
+    """A new etcd holds no Kubernetes object, so the platform's records (stage records, apply
+    journal) describe a cluster that no longer exists: left in place, ``up`` would skip the
+    platform stages on the new cluster. They move aside (kept for the operator, never read
+    again) to ``platform.retired-<time>``; returns where, or None if there were none."""
+    if not layout.platform_dir.exists():
+        return None
+    retired = layout.root / f"platform.retired-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    os.replace(layout.platform_dir, retired)
+    fsync_dir(layout.root)
+    return retired
+
+
 def is_formed(ctx: RunContext) -> bool:
     return ClusterState.load(ctx.layout.cluster_record).formed and ctx.layout.kubeconfig.exists()
 
@@ -78,6 +93,9 @@ async def form(ctx: RunContext) -> ClusterState:
             state.bootstrapped = True
         else:
             target = cps[0]
+            retired = retire_platform(layout)
+            if retired is not None:
+                progress.cluster("bootstrap", f"a new etcd: the platform records moved to {retired.name}")
             progress.cluster("bootstrap", f"bootstrapping etcd on {target.name}")
             await talos.bootstrap(str(target.ip))
             state.bootstrapped, state.bootstrap_node = True, target.name

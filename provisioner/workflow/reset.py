@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..inventory.model import Node, Role
-from ..state import NodeRecord
-from .clusterflow import ClusterState
+from ..events import EventLog
+from ..inventory.model import Node, Role, Site
+from ..layout import StateLayout
+from ..state import NodeRecord, StateStore
+from .clusterflow import ClusterState, retire_platform
 from .talos_ops import TalosUnavailable
 
 if TYPE_CHECKING:
@@ -111,4 +113,37 @@ def _update_cluster_record(ctx: RunContext, result: ResetResult) -> None:
         state.bootstrapped, state.bootstrap_node = False, None
         result.rebootstrap = True
     state.save(path)
-    ctx.events.append("cluster.reset", wiped=wiped_cps, rebootstrap=result.rebootstrap)
+    retired = retire_platform(ctx.layout) if result.rebootstrap else None
+    ctx.events.append(
+        "cluster.reset",
+        wiped=wiped_cps,
+        rebootstrap=result.rebootstrap,
+        platform_retired=retired.name if retired else None,
+    )
+
+
+def forget_nodes(site: Site, names: list[str], why: str) -> list[str]:
+    """The machines themselves were replaced or wiped outside the tool (a lab torn down, a
+    server swapped): their records no longer describe them. Each record starts blank (so
+    ``up`` provisions it again instead of trusting "ready"), and the cluster record follows
+    as after a reset; secrets and configs stay. Returns the nodes whose record was not blank."""
+    layout = StateLayout(site.state_dir)
+    if not layout.nodes_dir.exists():
+        return []
+    store, events = StateStore(site.state_dir), EventLog(layout.events)
+    forgotten = []
+    for name in names:
+        if not layout.node_record(name).exists():
+            continue
+        event = events.append("node.forgotten", node=name, reason=why)
+        store.save(NodeRecord(name, last_event=event.id))
+        forgotten.append(name)
+    cps = [cp.name for cp in site.controlplanes]
+    if any(n in cps for n in forgotten) and layout.cluster_record.exists():
+        state = ClusterState.load(layout.cluster_record)
+        state.formed, state.members = False, None
+        if not any(store.node(cp).installed for cp in cps):
+            state.bootstrapped, state.bootstrap_node = False, None
+            retire_platform(layout)
+        state.save(layout.cluster_record)
+    return forgotten

@@ -260,6 +260,8 @@ def test_reset_of_every_control_plane_then_up_bootstraps_again(lab: LabRun) -> N
     assert res.returncode == 0, res.stderr
     cluster = json.loads((lab.state / "cluster.json").read_text())
     assert not cluster.get("formed") and not cluster.get("bootstrapped")
+    # The platform lived in that etcd: its records move aside, so a full `up` installs it again.
+    assert not (lab.state / "platform").exists() and list(lab.state.glob("platform.retired-*/*.json"))
     last = lab.events.last_id()
     rc, result = lab.up()
     assert rc == 0, f"{json.dumps(result, indent=1)}; see {lab.workdir / 'up.log'}"

@@ -122,8 +122,15 @@ def test_tool_powers_off(lab: Lab) -> None:
 def test_lab_down_leaves_nothing(lab: Lab) -> None:
     before = netns.pids(lab.namespace)
     assert before, "the lab daemon should be running inside the namespace"
+    from provisioner.state import Phase, StateStore
+
+    store = StateStore(lab.site.state_dir)
+    node = lab.site.nodes[0].name
+    store.update(node, phase=Phase.READY, installed=True)  # what `up` recorded of the old VM
     result = lab.down()
     assert result["namespace"] == lab.namespace
+    # Its VM is gone: the next `up` provisions a new one instead of trusting "ready".
+    assert node in result["forgotten"] and StateStore(lab.site.state_dir).node(node).phase is Phase.BLANK
     assert lab.namespace not in netns.namespaces()
     assert not (LAB_DIR / "vms").exists(), "VM disks left behind"
     alive = [p for p in before if Path(f"/proc/{p}").exists()]

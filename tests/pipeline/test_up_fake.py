@@ -148,10 +148,17 @@ def test_reset_of_every_control_plane_makes_the_next_up_bootstrap_again(tmp_path
         ctx = RunContext.for_site(site, Progress(None, "lines"), talos=FakeTalos(world))
         return (await reset_nodes(ctx, cps)).wiped
 
+    layout = StateLayout(site.state_dir)
+    layout.platform_dir.mkdir()
+    layout.platform_stage("helmreleases").write_text('{"done": true}\n')  # the old cluster's platform
     assert asyncio.run(wipe()) == ["cp1", "cp2", "cp3"]
     assert world.calls["reset"] == 3 and world.calls["reset-graceful"] == 0  # no etcd left to leave
-    record = json.loads(StateLayout(site.state_dir).cluster_record.read_text())
+    record = json.loads(layout.cluster_record.read_text())
     assert record["formed"] is False and record["bootstrapped"] is False
+    # etcd is gone, and the platform with it: its records move aside, so the next `up` installs it
+    assert not layout.platform_dir.exists()
+    (retired,) = layout.root.glob("platform.retired-*")
+    assert (retired / "helmreleases.json").read_text() == '{"done": true}\n'
     for cp in cps:  # the machines rebooted into the network boot
         world.machines[cp.name].power = world.machines[cp.name].power.OFF
     result = _up(site, world)
@@ -285,3 +292,34 @@ def test_a_rack_run_halts_when_nobody_installs_the_other_racks_control_planes(tm
     )
     assert result.cluster == "waiting" and world.calls["bootstrap"] == 0, result.as_dict()
     assert [(n.name, n.phase) for n in result.nodes] == [("cp3", "ready"), ("w1", "ready")]
+
+
+def test_machines_replaced_outside_the_tool_are_provisioned_again_not_trusted(tmp_path: Path) -> None:
+    """``lab down`` (or a swapped server) leaves records saying "ready" and "formed" for machines
+    that are now blank: ``forget_nodes`` starts their records blank, and the next ``up``
+    installs them, bootstraps a new etcd and retires the old cluster's platform records."""
+    from provisioner.workflow.reset import forget_nodes
+
+    site = make_site(tmp_path)
+    assert _up(site, _world(site)).ok
+    layout = StateLayout(site.state_dir)
+    layout.platform_dir.mkdir()
+    layout.platform_stage("tenants").write_text("{}\n")
+    secrets = layout.secrets.read_bytes()
+    assert forget_nodes(site, [n.name for n in site.nodes], "test: new machines") == [
+        "cp1",
+        "cp2",
+        "cp3",
+        "w1",
+    ]
+    assert forget_nodes(site, ["cp1"], "again") == ["cp1"]  # idempotent for the caller: blank stays blank
+    store = StateStore(site.state_dir)
+    assert {store.node(n.name).phase for n in site.nodes} == {Phase.BLANK}
+    record = ClusterState.load(layout.cluster_record)
+    assert (record.formed, record.bootstrapped) == (False, False)
+    assert not layout.platform_dir.exists() and layout.secrets.read_bytes() == secrets
+    fresh = _world(site)  # the new, blank machines
+    result = _up(site, fresh)
+    assert result.ok and result.cluster == "formed", result.as_dict()
+    assert fresh.calls["bootstrap"] == 1 and sorted(fresh.etcd) == ["cp1", "cp2", "cp3"]
+    assert all("pxe" in " ".join(fresh.machines[n.name].log) for n in site.nodes)  # each installed anew
