@@ -56,6 +56,16 @@ def loopback_up() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core has spent busy since boot (``/proc/stat``: all but idle and iowait):
+    the difference over a run is what the run, its simulators and anything else on the machine
+    used, i.e. how close the run came to the machine's CPU ceiling."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class FleetResult:
     nodes: int
@@ -64,6 +74,8 @@ class FleetResult:
     wall_s: float  # up started -> up exited, or -> ``stopped_s``
     formed_s: float | None  # up started -> cluster "formed" event
     cpu_s: float  # user + system of the up process (and anything it waited for)
+    machine_cpu_s: float  # every CPU's busy time while `up` ran (up, the simulators, anything else)
+    cores: int  # CPUs the machine has
     peak_rss_mb: float
     installed: int  # state records marked installed
     ready: int  # state records in phase ready
@@ -281,6 +293,7 @@ def run(
         log_file = open(plan.workdir / "up.log", "w")  # noqa: SIM115 - handed to the child
         _say("running `provisioner up`")
         started = time.time()
+        busy_before = machine_busy_seconds()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         log_file.close()
         sampler = _start_sampler(proc.pid, sample) if sample is not None else None
@@ -294,6 +307,7 @@ def run(
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.time() - started
+        machine_cpu = machine_busy_seconds() - busy_before
         killer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         if sampler is not None:
@@ -336,6 +350,8 @@ def run(
         wall_s=wall,
         formed_s=formed.get("formed"),
         cpu_s=usage.ru_utime + usage.ru_stime,
+        machine_cpu_s=machine_cpu,
+        cores=os.cpu_count() or 1,
         peak_rss_mb=usage.ru_maxrss / 1024,
         installed=sum(1 for r in records if r.installed),
         ready=sum(1 for r in records if r.phase is Phase.READY),
