@@ -96,9 +96,9 @@ def _sigterm_interrupts() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        # Hand it on as SIGINT: inside asyncio.run the runner's own SIGINT handler cancels the
-        # main task cleanly. Raising KeyboardInterrupt here instead could land inside a
-        # finalizer, where Python drops it and the run would go on.
+        # Before and after the event loop (inside it, ``_cancel_on_sigterm`` takes over).
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            raise KeyboardInterrupt  # a background job of a script: SIGINT is ignored there
         signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -106,6 +106,23 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _cancel_on_sigterm(terminated: threading.Event) -> None:
+    """Inside the event loop, SIGTERM cancels the main task, as the runner does for Ctrl-C: each
+    step not yet recorded is redone by the next run. Not by way of SIGINT: a background job of a
+    non-interactive shell (``make rack-r1 & make rack-r2``) inherits SIGINT ignored, so asyncio
+    installs no SIGINT handler and a SIGTERM handed on as SIGINT was lost (the run went on)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    task = asyncio.current_task()
+    assert task is not None
+
+    def cancel() -> None:
+        terminated.set()
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cancel)
 
 
 def up(
@@ -132,6 +149,7 @@ def up(
         if not kubeconfig.is_file():
             raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
+    terminated = threading.Event()
     with (
         _sigterm_interrupts(),
         Progress(None, progress_mode) as progress,
@@ -141,6 +159,7 @@ def up(
             StateStore(site.state_dir).check([n.name for n in nodes])
 
         async def main() -> RunContext:
+            _cancel_on_sigterm(terminated)
             ctx = RunContext.for_site(
                 site, progress, nodes=list(nodes), poll=poll, options=dict(options or {})
             )
@@ -156,7 +175,12 @@ def up(
                 ctx.bmc.close()
             return ctx
 
-        ctx = asyncio.run(main())
+        try:
+            ctx = asyncio.run(main())
+        except asyncio.CancelledError:
+            if terminated.is_set():
+                raise KeyboardInterrupt from None  # the CLI ends it as it ends Ctrl-C (exit 130)
+            raise
     for n in nodes if not hosted else []:
         rec = ctx.store.node(n.name)
         outcome = ctx.outcomes.get(n.name)
@@ -182,7 +206,7 @@ def up(
 
 
 def platform_verdict(site: Site, stages: Sequence[Stage], statuses: dict[str, str]) -> str:
-    """"ready" when every platform stage the bundle has is done (in this run or recorded by an
+    """ "ready" when every platform stage the bundle has is done (in this run or recorded by an
     earlier one), "failed" when one failed, "not installed" otherwise."""
     bundle = site.cluster.bundle_spec
     names = [s.name for s in stages if s.name in PLATFORM_STAGE_NAMES and s.applies(bundle)]

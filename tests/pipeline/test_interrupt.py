@@ -33,6 +33,20 @@ class StallingDriver(FakeDriver):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_a_stalled_bmc_step_ends_the_run_promptly(tmp_path: Path, signum: int) -> None:
+    _interrupted_run(tmp_path, signum)
+
+
+def test_sigterm_ends_a_background_run_whose_sigint_is_ignored(tmp_path: Path) -> None:
+    """A background job of a script (``make rack-r1 & make rack-r2``) inherits SIGINT ignored:
+    asyncio then installs no SIGINT handler, and SIGTERM must still end the run."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _interrupted_run(tmp_path, signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_run(tmp_path: Path, signum: int) -> None:
     site = make_site(tmp_path)
     world = World(site.nodes, StateLayout(site.state_dir).events)
     slow = ControllerSettings(command_timeout=30.0, attempts=1)
