@@ -36,10 +36,10 @@ def _world(site: Site) -> World:
     return World(site.nodes, StateLayout(site.state_dir).events)
 
 
-def _up(site: Site, world: World, talos: FakeTalos | None = None) -> UpResult:
+def _up(site: Site, world: World, talos: FakeTalos | None = None, rack: str | None = None) -> UpResult:
     return up(
         site,
-        list(site.nodes),
+        [n for n in site.nodes if rack is None or n.rack == rack],
         progress_mode="lines",
         poll=0.02,
         talos=talos or FakeTalos(world),
@@ -254,16 +254,7 @@ def test_a_rack_run_waits_for_control_planes_another_live_run_is_installing(tmp_
     worker = threading.Thread(target=r1_installs)
     worker.start()
     try:
-        result = up(
-            site,
-            [n for n in site.nodes if n.rack == "r2"],
-            progress_mode="lines",
-            poll=0.02,
-            talos=FakeTalos(world),
-            bmc_connect=world.controller,
-            netboot=None,
-            stages=HARDWARE_STAGES,
-        )
+        result = _up(site, world, rack="r2")
     finally:
         worker.join()
         other_run.communicate("")
@@ -280,16 +271,7 @@ def test_a_rack_run_waits_for_control_planes_another_live_run_is_installing(tmp_
 def test_a_rack_run_halts_when_nobody_installs_the_other_racks_control_planes(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     world = _world(site)
-    result = up(
-        site,
-        [n for n in site.nodes if n.rack == "r2"],
-        progress_mode="lines",
-        poll=0.02,
-        talos=FakeTalos(world),
-        bmc_connect=world.controller,
-        netboot=None,
-        stages=HARDWARE_STAGES,
-    )
+    result = _up(site, world, rack="r2")
     assert result.cluster == "waiting" and world.calls["bootstrap"] == 0, result.as_dict()
     assert [(n.name, n.phase) for n in result.nodes] == [("cp3", "ready"), ("w1", "ready")]
 
