@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..events import EventLog
@@ -104,16 +105,7 @@ def _update_cluster_record(ctx: RunContext, result: ResetResult) -> None:
     wiped_cps = [cp.name for cp in ctx.site.controlplanes if cp.name in result.wiped]
     if not wiped_cps:
         return
-    path = ctx.layout.cluster_record
-    state = ClusterState.load(path)
-    state.formed = False
-    state.members = None
-    installed_cps = [cp.name for cp in ctx.site.controlplanes if ctx.store.node(cp.name).installed]
-    if not installed_cps:
-        state.bootstrapped, state.bootstrap_node = False, None
-        result.rebootstrap = True
-    state.save(path)
-    retired = retire_platform(ctx.layout) if result.rebootstrap else None
+    result.rebootstrap, retired = _unform(ctx.site, ctx.layout, ctx.store)
     ctx.events.append(
         "cluster.reset",
         wiped=wiped_cps,
@@ -122,11 +114,28 @@ def _update_cluster_record(ctx: RunContext, result: ResetResult) -> None:
     )
 
 
+def _unform(site: Site, layout: StateLayout, store: StateStore) -> tuple[bool, Path | None]:
+    """Control planes were wiped: the cluster record no longer says formed, and once no
+    installed control plane is left it says not bootstrapped either (the next ``up``
+    bootstraps a new etcd) and the platform records are retired. Returns (rebootstrap,
+    where the platform records went)."""
+    state = ClusterState.load(layout.cluster_record)
+    state.formed, state.members = False, None
+    rebootstrap, retired = False, None
+    if not any(store.node(cp.name).installed for cp in site.controlplanes):
+        state.bootstrapped, state.bootstrap_node = False, None
+        rebootstrap = True
+    state.save(layout.cluster_record)
+    if rebootstrap:
+        retired = retire_platform(layout)
+    return rebootstrap, retired
+
+
 def forget_nodes(site: Site, names: list[str], why: str) -> list[str]:
     """The machines themselves were replaced or wiped outside the tool (a lab torn down, a
     server swapped): their records no longer describe them. Each record starts blank (so
     ``up`` provisions it again instead of trusting "ready"), and the cluster record follows
-    as after a reset; secrets and configs stay. Returns the nodes whose record was not blank."""
+    as after a reset; secrets and configs stay. Returns the nodes that had a record."""
     layout = StateLayout(site.state_dir)
     if not layout.nodes_dir.exists():
         return []
@@ -138,12 +147,6 @@ def forget_nodes(site: Site, names: list[str], why: str) -> list[str]:
         event = events.append("node.forgotten", node=name, reason=why)
         store.save(NodeRecord(name, last_event=event.id))
         forgotten.append(name)
-    cps = [cp.name for cp in site.controlplanes]
-    if any(n in cps for n in forgotten) and layout.cluster_record.exists():
-        state = ClusterState.load(layout.cluster_record)
-        state.formed, state.members = False, None
-        if not any(store.node(cp).installed for cp in cps):
-            state.bootstrapped, state.bootstrap_node = False, None
-            retire_platform(layout)
-        state.save(layout.cluster_record)
+    if any(cp.name in forgotten for cp in site.controlplanes) and layout.cluster_record.exists():
+        _unform(site, layout, store)
     return forgotten
