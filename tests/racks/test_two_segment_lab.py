@@ -112,14 +112,17 @@ def _mac(ns: str, dev: str) -> str:
     return json.loads(out.stdout)[0]["address"]  # type: ignore[no-any-return]
 
 
-def _wait(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
+def _wait(what: str, check: Any, timeout: float, every: float = 2.0, explain: Any = None) -> Any:
+    """Poll until ``check`` returns something; on time-out fail with ``explain()``'s account
+    of what did happen (the deadline stays below pytest's own, so that account is printed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    story = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{story}")
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -388,6 +391,18 @@ def test_two_racks_in_parallel_form_the_cluster_with_rack2_through_its_boot_serv
     assert [(n["name"], n["answer"]) for n in pushed["nodes"]] == [("w1", "install")]  # as pushed
 
 
+def _w1_story(racks_lab: RacksLab, console_from: int, events_from: int) -> str:
+    """What w1 and its boot server did since the reboot began: for a failure's message."""
+    remote = _events(racks_lab.remote_dir / "events.jsonl")[events_from:]
+    status = racks_lab.vm_status("w1")
+    return (
+        f"w1 powered={status.get('powered')} boots={status.get('boots', [])[-3:]}\n"
+        f"boot-server events since: {[(e['id'], e['kind'], e['outcome']) for e in remote]}\n"
+        f"w1 console since (last 2000 chars):\n{_console('w1')[console_from:][-2000:]}"
+    )
+
+
+@pytest.mark.timeout(1200)
 def test_installed_rack2_node_reboots_from_disk_without_a_repush(racks_lab: RacksLab) -> None:
     """The boot server learnt "w1 installed" over the live session (its pushed manifest still
     says install): a network boot of w1 now gets "boot from the local disk", and iPXE's exit
@@ -397,22 +412,31 @@ def test_installed_rack2_node_reboots_from_disk_without_a_repush(racks_lab: Rack
     remote_events = racks_lab.remote_dir / "events.jsonl"
     before = len(_events(remote_events))
     marker = len(_console("w1"))
+    # Off, PXE once, on: each step idempotent, so a BMC command retried after a lost answer
+    # cannot boot w1 twice (a retried "power cycle" would, its second boot spending the
+    # one-time PXE flag's absence on the disk).
+    racks_lab.bmc("--node", "w1", "power", "off")
     racks_lab.bmc("--node", "w1", "bootdev", "pxe")
-    racks_lab.bmc("--node", "w1", "power", "cycle")
+    racks_lab.bmc("--node", "w1", "power", "on")
+    _wait("w1 powered on", lambda: racks_lab.vm_status("w1")["powered"], timeout=60, every=1)
+    boots = racks_lab.vm_status("w1")["boots"]
+    assert (boots[-1]["device"], boots[-1]["uefi"]) == ("pxe", True), boots[-3:]
     answered = _wait(
         "the boot server's local-disk answer to w1",
         lambda: [
             e for e in _events(remote_events)[before:]
             if e["kind"] == "ipxe.script" and e.get("node") == "w1" and e["outcome"] == "local-disk"
         ],
-        timeout=600, every=5,
+        timeout=420, every=5,
+        explain=lambda: _w1_story(racks_lab, marker, before),
     )  # fmt: skip
     assert answered[0]["data"].get("reason") == "installed"
     after = _wait(
         "w1 back from its disk",
         lambda: (lambda c: c if "standin.boot=disk" in c else None)(_console("w1")[marker:]),
-        timeout=600,
+        timeout=420,
         every=5,
+        explain=lambda: _w1_story(racks_lab, marker, before),
     )
     said = after.index("is installed, booting from the local disk")
     assert re.search(r'BdsDxe: starting Boot\w+ "UEFI Misc Device"', after[said:])
