@@ -74,6 +74,7 @@ class FleetResult:
     wall_s: float  # up started -> up exited, or -> ``stopped_s``
     formed_s: float | None  # up started -> cluster "formed" event
     cpu_s: float  # user + system of the up process (and anything it waited for)
+    sys_cpu_s: float  # the kernel's part of it (file and socket work on `up`'s behalf)
     machine_cpu_s: float  # every CPU's busy time while `up` ran (up, the simulators, anything else)
     cores: int  # CPUs the machine has
     peak_rss_mb: float
@@ -350,6 +351,7 @@ def run(
         wall_s=wall,
         formed_s=formed.get("formed"),
         cpu_s=usage.ru_utime + usage.ru_stime,
+        sys_cpu_s=usage.ru_stime,
         machine_cpu_s=machine_cpu,
         cores=os.cpu_count() or 1,
         peak_rss_mb=usage.ru_maxrss / 1024,
