@@ -27,11 +27,13 @@ Targets at 1,000 nodes (issue 16): peak RSS <= 200 MB, CPU <= 50 ms per node, wa
 ideal; growth 100 -> 1,000 linear or better: CPU seconds at 1,000 / (10 x CPU seconds at 100) <= 1.
 Exits 1 on any miss or failed run. Needs root (the fleet's own network namespace).
 
-Where the time goes: the largest run's `up` is sampled from outside by py-spy (every thread, idle
-ones left out, 50 samples/s, not blocking it), and the 5 functions most often on top of its stacks
-while running (self time; samples on a blocking call, which py-spy cannot tell from running here,
-are counted apart by kind: fsync, waits, I/O) are printed before the verdicts. `--profile FILE`
-instead writes a cProfile of the largest run's main thread (deterministic, but it slows that run
+Where the time goes: after the measured runs, one more run at the largest size has its `up`
+sampled from outside by py-spy (every thread, idle ones left out, 50 samples/s, not blocking it),
+and the 5 functions most often on top of its stacks while running (self time; samples on a
+blocking call, which py-spy cannot tell from running here, are counted apart by kind: fsync,
+waits, I/O) are printed before the verdicts. That run is not one of the measured ones: py-spy
+reading 100 threads' stacks 50 times a second uses CPU on the same 2 cores. `--profile FILE`
+instead writes a cProfile of that extra run's main thread (deterministic, but it slows the run
 and misses the worker threads).
 """
 
@@ -136,13 +138,7 @@ def main() -> int:
         top: list[tuple[str, float, float]] = []
         blocked: dict[str, float] = {}
         for n in args.sizes:
-            largest = n == max(args.sizes)
-            profile = args.profile if args.profile and largest else None
-            r = results[n] = run_fleet(
-                n, Path(tmp) / str(n), profile, args.timeout, sample if largest else None
-            )
-            if largest and sample is not None and sample.exists():
-                top, blocked = top_self(sample)
+            r = results[n] = run_fleet(n, Path(tmp) / str(n), None, args.timeout)
             r["ideal_s"] = ideal_seconds(r)
             print(
                 f"{n:>6} {'yes' if r['ok'] else 'NO':>3} {r['wall_s']:7.1f} {r['ideal_s']:7.1f} "
@@ -151,6 +147,12 @@ def main() -> int:
                 f"{r['bmc_redfish_per_node']:12.1f} {r['http_per_node']:9.1f} {r['talos_per_node']:10.2f}",
                 flush=True,
             )
+        if sample is not None or args.profile:
+            # A run of its own: the sampler's CPU (or cProfile's slow-down) stays out of the
+            # measured runs above, which share this machine's cores with it.
+            run_fleet(max(args.sizes), Path(tmp) / "profiled", args.profile, args.timeout, sample)
+            if sample is not None and sample.exists():
+                top, blocked = top_self(sample)
     print(
         f"protocol minimum per node: IPMI {per_node.ipmi:g} (one session per BMC visit; "
         f"{per_step.ipmi:g} with a session per step), Redfish {per_node.redfish:g} "
@@ -158,13 +160,16 @@ def main() -> int:
         f"(+ {minimums.TALOS_CLUSTER} for the cluster)"
     )
     if args.profile:
-        print(f"top 5 functions of `up` at {max(args.sizes)} nodes (self time, cProfile, main thread):")
+        print(
+            f"top 5 functions of `up` at {max(args.sizes)} nodes (self time, cProfile, main thread; "
+            "a separate run):"
+        )
         for line in top_functions(args.profile):
             print(f"  {line}")
     elif top:
         print(
             f"top 5 functions of `up` at {max(args.sizes)} nodes (self time while running: py-spy samples "
-            "of all threads, blocking calls left out):"
+            "of all threads, blocking calls left out; a separate run, not one of those measured):"
         )
         for name, seconds, share in top:
             print(f"  {seconds:7.2f} s  {share:6.1%}  {name.replace(str(REPO) + '/', '')}")
