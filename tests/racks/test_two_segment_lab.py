@@ -412,9 +412,9 @@ def test_installed_rack2_node_reboots_from_disk_without_a_repush(racks_lab: Rack
     remote_events = racks_lab.remote_dir / "events.jsonl"
     before = len(_events(remote_events))
     marker = len(_console("w1"))
-    # Off, PXE once, on: each step idempotent, so a BMC command retried after a lost answer
-    # cannot boot w1 twice (a retried "power cycle" would, its second boot spending the
-    # one-time PXE flag's absence on the disk).
+    # Off, PXE once, on: each step idempotent, so a BMC command retried after a late answer
+    # cannot boot w1 twice. A retried "power cycle" could: its second boot, the one-time PXE
+    # flag already spent by the first, goes to the disk and never asks the boot server.
     racks_lab.bmc("--node", "w1", "power", "off")
     racks_lab.bmc("--node", "w1", "bootdev", "pxe")
     racks_lab.bmc("--node", "w1", "power", "on")
