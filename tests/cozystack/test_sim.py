@@ -236,10 +236,10 @@ def test_hosted_bundles_end_to_end_through_up(tmp_path: Path, sim: KubeHost, bun
 
     site = write_site(tmp_path, sim, bundle)
     lab_import(site)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(["-i", str(site), "-o", "json", "up"])
-    assert rc == 0
+    assert rc == 0, f"{err.getvalue()[-3000:]}\n{out.getvalue()[-3000:]}"
     result = json.loads(out.getvalue()[out.getvalue().index("{") :])
     stages = {s["name"]: s["status"] for s in result["stages"]}
     want = ["api-ready", "contract", "installer-assets", "helmreleases"] + (
