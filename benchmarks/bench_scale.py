@@ -183,7 +183,7 @@ def main() -> int:
     # the simulated fleet and the netboot daemon share every core of this machine.
     floor = max(big["cpu_s"], big["machine_cpu_s"] / big["cores"])
     print(
-        f"CPU at {big['nodes']} nodes: up {big['cpu_s']:.1f} s (kernel {big.get('sys_cpu_s', 0.0):.1f} s), "
+        f"CPU at {big['nodes']} nodes: up {big['cpu_s']:.1f} s (kernel {big['sys_cpu_s']:.1f} s), "
         f"whole machine {big['machine_cpu_s']:.1f} s "
         f"over {big['cores']} cores ({big['machine_cpu_s'] / (big['cores'] * big['wall_s']):.0%} busy); "
         f"no wall below {floor:.1f} s = {floor / big['ideal_s']:.2f}x the ideal on this machine"
