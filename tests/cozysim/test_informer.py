@@ -1,5 +1,6 @@
 """The informer against the real server: a restarted watch resumes without a relist; after etcd
-compacted the revision it resumes from, the 410 Gone makes it list again and the cache is whole."""
+compacted the revision it resumes from, the 410 Gone makes it list again and the cache is whole; a
+watch lagging behind a write the controller stored does not roll the cached object back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 from provisioner.lab.kube import host
 from provisioner.lab.kube.cozysim import kinds
 from provisioner.lab.kube.cozysim.informer import Informer
+from provisioner.lab.kube.cozysim.kinds import as_dict
 
 
 def _etcd(endpoint: str, path: str, body: dict) -> dict:
@@ -74,3 +76,42 @@ async def _scenario(kubeconfig: str, etcd: str) -> None:
 def test_watch_resume_and_relist_after_410() -> None:
     with host.running(simulator=False) as cluster:
         asyncio.run(_scenario(str(cluster.kubeconfig), cluster.etcd))
+
+
+async def _lagging_watch(kubeconfig: str) -> None:
+    client = AsyncClient(config=KubeConfig.from_file(kubeconfig), field_manager="test")
+    seen: list[int] = []  # the cached version of "cm" at every change the informer reports
+    informer: Informer
+
+    def changed() -> None:
+        cm = informer.get("cm", "default")
+        if cm is not None:
+            seen.append(int(cm["metadata"]["resourceVersion"]))
+
+    informer = Informer(client, kinds.CONFIGMAP, changed, namespace="default")
+    cm_kind = kinds.CONFIGMAP.res
+    try:
+        await client.create(kinds.CONFIGMAP.res.from_dict(_configmap("cm")))
+        task = asyncio.create_task(informer.run())
+        await _until(lambda: informer.get("cm", "default") is not None)
+        task.cancel()
+        # Two writes the watch has not delivered yet; the second one's result goes into the cache at
+        # once, as the controller does with what it writes (Simulator.apply / apply_status).
+        await client.patch(cm_kind, "cm", {"data": {"step": "1"}}, namespace="default")
+        latest = as_dict(await client.patch(cm_kind, "cm", {"data": {"step": "2"}}, namespace="default"))
+        informer.store(latest)
+        newest = int(latest["metadata"]["resourceVersion"])
+        seen.clear()
+        task = asyncio.create_task(informer.run())  # resumes: delivers step 1, then step 2
+        await _until(lambda: informer._rv is not None and int(informer._rv) >= newest)
+        task.cancel()
+        assert (informer.get("cm", "default") or {}).get("data") == {"step": "2"}
+        assert all(rv >= newest for rv in seen), f"the cache went back to an older version: {seen}"
+    finally:
+        await client.close()
+
+
+def test_a_lagging_watch_event_does_not_roll_back_a_stored_write() -> None:
+    """A pass that decided from the rolled-back object wrote its status over the newer one."""
+    with host.running(simulator=False) as cluster:
+        asyncio.run(_lagging_watch(str(cluster.kubeconfig)))

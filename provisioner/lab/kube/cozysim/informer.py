@@ -6,6 +6,9 @@ from the last resourceVersion it saw after a dropped connection or a server-side
 ``idle`` seconds (a stalled watch, one of the stand-in's faults) is abandoned and resumed the same way.
 A kind that is not served yet (its CRD or APIService is missing: 404) is retried every ``retry`` seconds
 or as soon as ``poke()`` is called (the controller pokes after it creates CRDs).
+
+The cache only moves forward: the controller puts its own write results in it at once (``store``), ahead
+of the watch, so a watch event older than the cached version of its object is not taken.
 """
 
 from __future__ import annotations
@@ -77,6 +80,27 @@ class Informer:
         if old is None or _rv(obj) >= _rv(old):
             self.items[k] = obj
 
+    def _take(self, op: str, obj: dict[str, Any]) -> bool:
+        """Apply one watch event; False when the cache already holds a newer version of the object.
+
+        Why: a watch that lags behind (CPU load) still delivers older versions of an object the
+        controller has since written and ``store``d. Taking them rolled the cached object back, a pass
+        decided from that old version, and its status write (a merge patch of /status, replacing the
+        status) overwrote the newer status on the server: a HelmRelease already installed went back to
+        ``DependencyNotReady`` with its generation marked attempted, a state helm-controller's rules
+        never leave, and the platform install waited out its timeout. A late DELETED (an object created
+        again since) is ignored the same way.
+        """
+        k = key(obj)
+        old = self.items.get(k)
+        if old is not None and _rv(old) > _rv(obj):
+            return False
+        if op == "DELETED":
+            self.items.pop(k, None)
+        else:
+            self.items[k] = obj
+        return True
+
     def forget(self, namespace: str, name: str) -> None:
         self.items.pop((namespace, name), None)
 
@@ -118,13 +142,8 @@ class Informer:
                 rv = (d.get("metadata") or {}).get("resourceVersion")
                 if rv:
                     self._rv = rv
-                if op == "DELETED":
-                    self.items.pop(key(d), None)
-                elif op in ("ADDED", "MODIFIED"):
-                    self.items[key(d)] = d
-                else:
-                    continue
-                self._on_change()
+                if op in ("ADDED", "MODIFIED", "DELETED") and self._take(op, d):
+                    self._on_change()
         finally:
             with contextlib.suppress(Exception):
                 await iterator.aclose()  # type: ignore[attr-defined]
