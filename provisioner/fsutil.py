@@ -10,32 +10,46 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def _durable_temp(path: Path, data: bytes | str, mode: int) -> str:
-    """A temp file beside ``path`` holding ``data``, with ``mode``, flushed to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _durable_temp(path: Path, data: bytes | str, mode: int) -> tuple[str, os.stat_result]:
+    """A temp file beside ``path`` holding ``data``, with ``mode``, flushed to disk.
+
+    Plain descriptor calls, and the directory made only when it is missing: every system call
+    here lets other threads take the interpreter, and a busy `up` (1,000 nodes' records written
+    from a pool of threads) paid two context switches for each one it did not need."""
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            written = os.fstat(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return tmp
+    return tmp, written
 
 
 def atomic_write(
     path: Path, data: bytes | str, mode: int = 0o600, sync_dir: Callable[[Path], None] | None = None
-) -> None:
+) -> os.stat_result:
     """Write ``data`` so that a crash leaves either the old file or the new one, never
     a torn one: temp file in the same directory, fsync, rename, fsync the directory
-    (``sync_dir``, if given, does that last step: a writer of many files may share it)."""
+    (``sync_dir``, if given, does that last step: a writer of many files may share it).
+
+    Returns the written file's status as it was written (inode, size, mtime): a reader that
+    finds the same later knows the file is still this write, without reading it again."""
     path = Path(path)
-    tmp = _durable_temp(path, data, mode)
+    tmp, written = _durable_temp(path, data, mode)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -43,6 +57,7 @@ def atomic_write(
             os.unlink(tmp)
         raise
     (sync_dir or fsync_dir)(path.parent)
+    return written
 
 
 def fsync_dir(directory: Path) -> None:
@@ -68,7 +83,7 @@ def write_once(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
     path = Path(path)
     if path.exists():
         return False
-    tmp = _durable_temp(path, data, mode)
+    tmp, _ = _durable_temp(path, data, mode)
     try:
         os.link(tmp, path)
     except FileExistsError:
