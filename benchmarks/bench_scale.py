@@ -84,6 +84,16 @@ def ideal_seconds(result: dict[str, Any]) -> float:
     )
 
 
+def python_speed(additions: int = 10_000_000) -> float:
+    """CPU seconds this machine takes for a fixed pure-Python loop: the figures above are CPU-bound
+    on one interpreter, so this yardstick says how far two runs on different hosts compare."""
+    t0 = time.process_time()
+    total = 0
+    for i in range(additions):
+        total += i
+    return time.process_time() - t0
+
+
 def run_fleet(
     nodes: int, workdir: Path, profile: Path | None, timeout: float, sample: Path | None = None
 ) -> dict[str, Any]:
@@ -122,6 +132,7 @@ def main() -> int:
     ap.add_argument("--no-sample", action="store_true", help="do not sample the largest run with py-spy")
     args = ap.parse_args()
     results: dict[int, dict[str, Any]] = {}
+    speed = python_speed()
     started = time.monotonic()
     per_step, per_node = minimums.bmc_per_step(), minimums.bmc_per_node()
     print(
@@ -188,7 +199,10 @@ def main() -> int:
         f"over {big['cores']} cores ({big['machine_cpu_s'] / (big['cores'] * big['wall_s']):.0%} busy); "
         f"no wall below {floor:.1f} s = {floor / big['ideal_s']:.2f}x the ideal on this machine"
     )
-    print(f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative)")
+    print(
+        f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative); "
+        f"this machine's Python speed: 10,000,000 integer additions in {speed:.2f} CPU s"
+    )
     failed = [n for n, r in results.items() if not r["ok"]]
     for n in failed:
         r = results[n]
