@@ -120,7 +120,9 @@ class LabRun:
         proc = self.start_up(until)
         try:
             out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:
+            # Our timeout, or the caller's (a test's own timeout interrupts the wait): an `up` left
+            # running would hold the rack's lock against every later run on this lab.
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise

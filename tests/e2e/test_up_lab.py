@@ -181,6 +181,7 @@ def test_reset_wipes_a_node_and_up_reinstalls_it(lab: LabRun) -> None:
     )
 
 
+@pytest.mark.timeout(2700)  # the platform's own budgets below (2,000 s, then 600 s), not the default 600
 def test_up_installs_the_platform_and_kubectl_sees_it_ready(lab: LabRun) -> None:
     """The lab inventory from a formed cluster to "platform paas-full ready" (issue 11), checked with
     kubectl: HelmReleases, StorageClasses, LINSTOR satellites, KubeVirt, MetalLB and the tenant tree."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioner.fsutil import locked
 from provisioner.inventory import load_inventory
 from provisioner.netboot.assets import asset_set
 
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import sys, time
 from pathlib import Path
+from provisioner.fsutil import locked
 from provisioner.inventory import load_inventory
 from provisioner.netboot.shared import SharedNetboot
 inv, rack, port, assets, go = sys.argv[1:6]
@@ -97,7 +99,12 @@ def _port_free(port: int) -> bool:
 
 
 def _registry(tmp_path: Path) -> dict[str, Any]:
-    return json.loads((tmp_path / "state" / "netboot" / "shared.json").read_text())  # type: ignore[no-any-return]
+    """The registry as a run reads it: under its lock. The daemon frees the port, then clears itself
+    from the registry, both under the lock; read without it, the moment between the two shows a
+    daemon that no run would ever see."""
+    netboot = tmp_path / "state" / "netboot"
+    with locked(netboot / "shared.lock", exclusive=False):
+        return json.loads((netboot / "shared.json").read_text())  # type: ignore[no-any-return]
 
 
 def test_two_runs_share_one_service_which_stops_when_the_last_leaves(tmp_path: Path) -> None:
