@@ -95,9 +95,10 @@ def test_seed_tenant_tree_labels_hosts_and_releases() -> None:
             "tenant bar's release and namespace to go",
             lambda: (
                 "tenant-bar" not in _hr_names(lab, "tenant-foo")
+                # one read: the namespace may go between two
                 and (
-                    lab.get(kinds.NAMESPACE, "tenant-foo-bar") is None
-                    or lab.get(kinds.NAMESPACE, "tenant-foo-bar")["metadata"].get("deletionTimestamp")
+                    (ns := lab.get(kinds.NAMESPACE, "tenant-foo-bar")) is None
+                    or ns["metadata"].get("deletionTimestamp")
                 )
             ),
             lab,
