@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,25 @@ class _Known:
 # when acting on it fails, so a BMC that changed (a test's emulator reusing a port) is rediscovered.
 _KNOWN: dict[tuple[str, str | None, str | None], _Known] = {}
 _KNOWN_LOCK = threading.Lock()
+
+
+# What requests takes from the environment for a BMC (proxies, CA bundle), by (base URL, verify).
+# The environment does not change while a run runs, and reading it (every variable decoded, the
+# no_proxy patterns matched) cost more than a Redfish request's own parsing, per connection.
+# With no proxy variable at all the answer is the same for every URL: one entry serves them all.
+_ENVIRONMENT: dict[tuple[str, bool | str], dict[str, Any]] = {}
+_PROXY_VARIABLES: dict[str, str] | None = None
+
+
+def _environment(session: requests.Session, url: str, verify: bool | str) -> dict[str, Any]:
+    global _PROXY_VARIABLES
+    if _PROXY_VARIABLES is None:
+        _PROXY_VARIABLES = urllib.request.getproxies()
+    key = (url if _PROXY_VARIABLES else "", verify)
+    env = _ENVIRONMENT.get(key)
+    if env is None:
+        env = _ENVIRONMENT[key] = session.merge_environment_settings(url, {}, None, verify, None)
+    return {"proxies": dict(env["proxies"]), "verify": env["verify"]}
 
 
 class _RememberingReader(sushy_base.JsonDataReader):
@@ -212,8 +232,9 @@ class RedfishDriver:
             session = connector._session
             session.headers["Connection"] = "keep-alive"
             # requests reads the environment (proxy variables, CA bundle) again on every
-            # request, which was a third of the client's CPU per request; resolve it once.
-            env = session.merge_environment_settings(self._base_url, {}, None, self._verify, None)
+            # request, which was a third of the client's CPU per request; resolve it once
+            # per BMC and process (``_environment``).
+            env = _environment(session, self._base_url, self._verify)
             session.trust_env = False
             session.proxies.update(env["proxies"])
             connector._verify = env["verify"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from provisioner.bmc import BMCTimeout, ControllerSettings, PowerState
+from provisioner.bmc import BMCError, BMCTimeout, ControllerSettings, PowerState, controller
 from provisioner.bmc.base import BootOverride, Identity
 from provisioner.bmc.controller import BMCController
 
@@ -60,3 +60,26 @@ def test_a_hung_call_is_abandoned_and_the_next_call_runs_in_a_new_worker() -> No
         driver.release.set()
     assert driver.calls == 3
     assert len(driver.threads) == 2  # the hung worker, then one worker for the later calls
+
+
+def test_a_worker_idle_past_its_limit_retires_and_the_next_call_gets_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A controller nobody uses for ``IDLE`` seconds loses its thread (no leak); its next call
+    still runs, on a new worker, and its outcome and errors reach the caller."""
+    monkeypatch.setattr(controller._Worker, "IDLE", 0.2)
+    monkeypatch.setattr(controller, "_spare", [])
+    driver = HangOnceDriver()
+    driver.calls = 1  # no hang: every read answers at once
+    with BMCController("n1", driver, ControllerSettings(command_timeout=1, attempts=1), True) as ctl:
+        assert ctl.power_state() is PowerState.ON
+        first = ctl._worker
+        assert first is not None and first.alive
+        deadline = time.monotonic() + 5
+        while first.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not first.alive  # retired idle, its thread gone
+        assert ctl.power_state() is PowerState.ON
+        assert ctl._worker is not first and ctl._worker is not None and ctl._worker.alive
+        with pytest.raises(BMCError, match="boot device"):  # a driver failure, typed, in the caller
+            ctl._attempt("read boot device", driver.boot_override)
