@@ -190,7 +190,7 @@ def _start_sampler(pid: int, out: Path, delay: float = 1.5) -> Sampler:
 # state under this sandbox), so a sample is called blocking by its source line instead.
 _BLOCKING = {
     "fsync": ("fsync(",),
-    "waits": (".wait(", ".acquire(", "sleep(", ".get()", "get(block=True)", "flock("),
+    "waits": (".wait(", ".acquire(", "sleep(", ".get()", ".get(timeout=", "get(block=True)", "flock("),
     "I/O": ("select(", ".poll(", ".read(", ".recv", "recvfrom(", ".accept("),
 }
 
