@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import OperationError
 
@@ -75,6 +75,19 @@ class BMCError(OperationError):
     def __init__(self, node: str, endpoint: str, action: str, reason: str) -> None:
         self.node, self.endpoint, self.action, self.reason = node, endpoint, action, reason
         super().__init__(f"node {node}: BMC {endpoint}: {action} failed: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its class, message and fields: a BMC worker process hands it to the run
+        typed (``provisioner.workflow.bmcprocs``); the default would call ``__init__`` with the
+        message alone."""
+        return (_restore_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore_error(cls: type[BMCError], args: tuple[Any, ...], state: dict[str, Any]) -> BMCError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class BMCAuthError(BMCError):

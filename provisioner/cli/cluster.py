@@ -31,6 +31,11 @@ def register(cli: click.Group) -> None:
     help="BMC commands in flight per rack (>= 1).",
 )
 @click.option(
+    "--bmc-processes", type=click.IntRange(0, 64), default=None,
+    help="Worker processes for the BMC protocol libraries (default: one per core, at most 4; "
+    "0 runs them in this process).",
+)
+@click.option(
     "--progress",
     "progress_mode",
     type=click.Choice(["auto", "live", "lines", "json"]),
@@ -67,6 +72,7 @@ def up(
     app: App,
     bmc_concurrency: int,
     per_rack: int,
+    bmc_processes: int | None,
     progress_mode: str,
     pins: tuple[str, ...],
     insecure_apply: bool,
@@ -101,6 +107,7 @@ def up(
         progress_mode=progress_mode,
         bmc_concurrency=bmc_concurrency,
         per_rack=per_rack,
+        bmc_processes=bmc_processes,
         options=options,
     )
     emit(result.as_dict(), _summary_text)

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
 from ..state import Phase, StateStore
-from ..workflow.bmcgate import BMCGate, Connect
+from ..workflow.bmcgate import BMCGate, Connect, default_processes
 from ..workflow.locks import hold_racks
 from ..workflow.progress import Progress
 from ..workflow.talos_ops import TalosAccess, TalosOps
@@ -133,6 +133,7 @@ def up(
     per_rack: int = 8,
     poll: float = 2.0,
     *,
+    bmc_processes: int | None = None,
     talos: TalosAccess | None = None,
     bmc_connect: Connect | None = None,
     netboot: NetbootFactory | None = _netboot,
@@ -140,7 +141,8 @@ def up(
     options: dict[str, Any] | None = None,
 ) -> UpResult:
     """Run the pipeline for the selected ``nodes``. ``talos``, ``bmc_connect`` and ``netboot``
-    are the test seams (fake machine API, fake BMC drivers, no netboot service)."""
+    are the test seams (fake machine API, fake BMC drivers, no netboot service).
+    ``bmc_processes``: BMC worker processes (None: ``default_processes``; 0: none)."""
     started = time.monotonic()
     hosted = site.cluster.bundle_spec.hosted
     if hosted:
@@ -166,7 +168,8 @@ def up(
             progress.events = ctx.events
             ctx.netboot = netboot
             ctx.talos = talos or TalosOps(ctx.layout.talosconfig)
-            ctx.bmc = BMCGate(site, bmc_concurrency, per_rack, connect_fn=bmc_connect)
+            processes = default_processes() if bmc_processes is None else bmc_processes
+            ctx.bmc = BMCGate(site, bmc_concurrency, per_rack, connect_fn=bmc_connect, processes=processes)
             if hosted:
                 ctx.cluster_status = "hosted"
             try:

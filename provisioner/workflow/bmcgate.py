@@ -11,19 +11,26 @@ booted before the last was powered off, and a thousand sessions sat idle at once
 sockets, keep-alives): at 1,000 nodes the first boot came after 73 s instead of after one visit.
 A test injects a fake BMC by passing ``connect``: a factory returning a ``BMCController``
 over a fake ``Driver``, so the controller's retries and verification still run.
+
+With ``processes`` (what `up` uses: ``default_processes``) the calls run in that many worker
+processes instead of this one's threads (``bmcprocs``: the protocol libraries' CPU on every
+core); the limits, slots and passwords stay here. Those calls must pickle
+(``operator.methodcaller`` or a module-level function); an injected ``connect`` keeps them here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..bmc import BMCController, ControllerSettings, RackLimiter, connect
+from ..bmc import BMCController, ControllerSettings, RackLimiter, connect, registry
 from ..inventory.model import Node, Site
+from .bmcprocs import BMCProcesses
 
 T = TypeVar("T")
 Connect = Callable[[Node], BMCController]
@@ -62,6 +69,22 @@ class _Workers:
             self._jobs.get()()
 
 
+def _portable(node: Node) -> bool:
+    """Whether a worker process can drive ``node``: its protocol is one of the product's own
+    (registered when ``provisioner.bmc`` is imported). One a caller registered at run time (a
+    test's toy protocol) exists only in this process, so its calls stay here."""
+    if node.bmc is None:
+        return False
+    factory = registry.lookup(node.bmc.protocol).factory
+    return getattr(factory, "__module__", "").startswith("provisioner.bmc.")
+
+
+def default_processes() -> int:
+    """BMC worker processes for a run: one per core, at most 4 (each holds its share of the
+    run's sessions; past a few, the event loop that feeds them is the limit)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class BMCGate:
     def __init__(
         self,
@@ -70,6 +93,7 @@ class BMCGate:
         per_rack: int = 8,
         settings: ControllerSettings | None = None,
         connect_fn: Connect | None = None,
+        processes: int | BMCProcesses = 0,
     ) -> None:
         self.site = site
         self.limiter = RackLimiter(total, per_rack)
@@ -83,12 +107,23 @@ class BMCGate:
         # Nodes whose limiter slot is kept for their next call (node -> rack); event loop only.
         self._slots: dict[str, str] = {}
         self._workers = _Workers(total)
+        # Worker processes: given (shared, the caller closes them), or made and closed here.
+        self._procs: BMCProcesses | None = None
+        self._own_procs = False
+        if isinstance(processes, BMCProcesses):
+            self._procs = processes
+        elif processes > 0 and connect_fn is None:
+            self._procs = BMCProcesses(processes, site.base_dir, self.settings, threads=total)
+            self._own_procs = True
 
-    def _connect_inventory(self, node: Node) -> BMCController:
+    def _password(self, node: Node) -> str | None:
         password = self._passwords.get(node.name)
         if password is None and node.bmc is not None:
             password = self._passwords[node.name] = node.bmc.password.resolve(self.site.base_dir)
-        return connect(node, self.site.base_dir, self.settings, password=password)
+        return password
+
+    def _connect_inventory(self, node: Node) -> BMCController:
+        return connect(node, self.site.base_dir, self.settings, password=self._password(node))
 
     def _with_controller(self, node: Node, fn: Callable[[BMCController], T], keep: bool) -> T:
         """Run ``fn`` on the node's held controller, or a new one (whose first command logs in).
@@ -119,6 +154,9 @@ class BMCGate:
         rack = self._slots.pop(node.name, None)
         if rack is not None:
             self.limiter.release(rack)
+        if self._procs is not None and _portable(node):
+            self._procs.release(node.name)
+            return
         with self._held_lock:
             controller = self._held.pop(node.name, None)
         if controller is not None:
@@ -148,7 +186,16 @@ class BMCGate:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                     loop.call_soon_threadsafe(_settle, future, outcome)
 
-            self._workers.submit(work)
+            if self._procs is not None and _portable(node):
+                password = self._password(node)  # a missing secret fails here, before any traffic
+
+                def done(outcome: tuple[bool, object]) -> None:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                        loop.call_soon_threadsafe(_settle, future, outcome)
+
+                self._procs.submit(node, password, fn, keep, done)
+            else:
+                self._workers.submit(work)
             result = await future
             kept = keep
             return result
@@ -162,6 +209,8 @@ class BMCGate:
         """Close the controllers still held (a run interrupted between a node's steps). Nothing
         to join: threads still inside a BMC call end on their own deadline."""
         self._slots.clear()  # the run is over: nobody waits for a slot any more
+        if self._procs is not None and self._own_procs:
+            self._procs.close()
         with self._held_lock:
             held, self._held = list(self._held.values()), {}
         for controller in held:

@@ -16,6 +16,7 @@ events. Everything comes from the run context: the BMC gate, the Talos access, t
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,13 @@ PROBE_BACKOFF_MAX = 2.0
 # A BMC step whose command retries were all used up is tried again this often.
 BMC_STEP_ATTEMPTS = 3
 BMC_STEP_PAUSE = 2.0
+# The BMC operations of a node's flow (bench-bmc runs the same), as picklable calls: the gate
+# may run them in a worker process (``bmcprocs``).
+POWER_OFF = operator.methodcaller("power_off", soft=False)
+POWER_ON = operator.methodcaller("power_on")
+POWER_CYCLE = operator.methodcaller("power_cycle")
+PXE_ONCE = operator.methodcaller("set_boot_device", BootDevice.PXE, persistent=False)
+DISK_ALWAYS = operator.methodcaller("set_boot_device", BootDevice.DISK, persistent=True)
 
 
 # Threads for the nodes' durable writes (fsync'd event appends and record writes). asyncio's default
@@ -131,12 +139,12 @@ async def _bmc(
 
 
 async def power_off(ctx: RunContext, node: Node) -> NodeRecord:
-    await _bmc(ctx, node, "power off", lambda c: c.power_off(soft=False), keep=True)
+    await _bmc(ctx, node, "power off", POWER_OFF, keep=True)
     return await _record(ctx, node, Phase.POWERED_OFF, "powered off")
 
 
 async def set_pxe_once(ctx: RunContext, node: Node) -> NodeRecord:
-    await _bmc(ctx, node, "boot device pxe", _pxe_once, keep=True)
+    await _bmc(ctx, node, "boot device pxe", PXE_ONCE, keep=True)
     return await _record(ctx, node, Phase.PXE_SET, "network boot once")
 
 
@@ -148,7 +156,7 @@ async def power_on(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRecord:
     # (power on is then a no-op, and waiting for a fetch that already happened would end in
     # a power cycle of a node that is installing or installed).
     since = rec.last_event
-    await _bmc(ctx, node, "power on", lambda c: c.power_on())
+    await _bmc(ctx, node, "power on", POWER_ON)
     return await _record(
         ctx, node, Phase.POWERED_ON, "powered on", since, extra={"powered_on_at": time.time()}
     )
@@ -238,13 +246,9 @@ async def wait_for_boot(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRec
             ctx, node, "power-cycle", f"no boot in {timeouts.boot:.0f}s, power cycle {attempts}", "retry"
         )
         since = ctx.events.last_id()  # only a fetch by the boot that follows counts
-        await _bmc(ctx, node, "boot device pxe", _pxe_once, keep=True)
-        await _bmc(ctx, node, "power cycle", lambda c: c.power_cycle())
+        await _bmc(ctx, node, "boot device pxe", PXE_ONCE, keep=True)
+        await _bmc(ctx, node, "power cycle", POWER_CYCLE)
         rec = await _update(ctx, node.name, attempts=attempts)
-
-
-def _pxe_once(controller: BMCController) -> None:
-    controller.set_boot_device(BootDevice.PXE, persistent=False)
 
 
 async def wait_installed(ctx: RunContext, node: Node) -> NodeRecord:
@@ -290,15 +294,15 @@ async def wait_installed(ctx: RunContext, node: Node) -> NodeRecord:
                         "node is in maintenance mode: network-booting it again to fetch its config",
                         "retry",
                     )
-                    await _bmc(ctx, node, "boot device pxe", _pxe_once, keep=True)
-                    await _bmc(ctx, node, "power cycle", lambda c: c.power_cycle())
+                    await _bmc(ctx, node, "boot device pxe", PXE_ONCE, keep=True)
+                    await _bmc(ctx, node, "power cycle", POWER_CYCLE)
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * PROBE_BACKOFF, PROBE_BACKOFF_MAX * ctx.poll)
     raise NodeFailed(f"the installed OS did not answer within {timeouts.install:.0f}s")
 
 
 async def boot_from_disk(ctx: RunContext, node: Node) -> NodeRecord:
-    await _bmc(ctx, node, "boot device disk", lambda c: c.set_boot_device(BootDevice.DISK, persistent=True))
+    await _bmc(ctx, node, "boot device disk", DISK_ALWAYS)
     return await _record(ctx, node, Phase.READY, "boots from disk (persistent)")
 
 
