@@ -191,7 +191,8 @@ def _start_sampler(pid: int, out: Path, delay: float = 1.5) -> Sampler:
 _BLOCKING = {
     "fsync": ("fsync(",),
     "waits": (".wait(", ".acquire(", "sleep(", ".get()", ".get(timeout=", "get(block=True)", "flock("),
-    "I/O": ("select(", ".poll(", ".read(", ".recv", "recvfrom(", ".accept("),
+    # " read(": os.read imported bare (multiprocessing's pipe end, waiting for the next message).
+    "I/O": ("select(", ".poll(", ".read(", " read(", ".recv", "recvfrom(", ".accept("),
 }
 
 
