@@ -1,13 +1,14 @@
 """BMC fan-out benchmark: 100 IPMI + 100 Redfish emulated BMCs, 50 ms per round trip, as `up` drives them.
 
 One round for every node: power off -> boot PXE (next boot only) -> power on, each verified, run
-through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its worker processes,
-``default_processes()`` of them as `up` starts, each node's calls in the same one; its
-RackLimiter with `up`'s defaults 32 and 8, its controller settings from the site's timeouts and its
-once-per-run credentials), one call per step as `up`'s node flow makes them: off and PXE once with
-``keep=True``, so the node's one controller (one IPMI session, one Redfish connection) serves its three
-steps and the power-on closes it (the default, ``--session per-node``). ``--session per-step`` connects,
-logs in and logs out for every step, as `up` did before, to size that difference.
+through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its threads, or with
+``--bmc-processes N`` its worker processes as `up --bmc-processes N` runs them, each node's calls in
+the same one; its RackLimiter with `up`'s defaults 32 and 8, its controller settings from the site's
+timeouts and its once-per-run credentials), one call per step as `up`'s node flow makes them: off and
+PXE once with ``keep=True``, so the node's one controller (one IPMI session, one Redfish connection)
+serves its three steps and the power-on closes it (the default, ``--session per-node``).
+``--session per-step`` connects, logs in and logs out for every step, as `up` did before, to size
+that difference.
 
 Ideal (from the protocols, never from what the client happened to send): the minimal round trips for the
 three verified operations, times the latency, divided by the concurrency limit:
@@ -18,9 +19,9 @@ three verified operations, times the latency, divided by the concurrency limit:
 - Redfish with HTTP basic auth (credentials ride in every request, no session round trip): GET the
   service root (1), POST ComputerSystem.Reset + GET the system (2), PATCH Boot + GET (2), POST Reset +
   GET (2): 7 requests. (TLS handshakes are not counted, as the emulators do not delay them.)
-The worker processes are started (libraries loaded) before the first round, as the benchmark's own
-process has its libraries loaded, and serve every round, as they serve a whole `up`; their CPU is
-counted with the client's. The emulators delay every answer by the latency and count what they
+Worker processes, if any, are started (libraries loaded) before the first round, as the benchmark's
+own process has its libraries loaded, and serve every round, as they serve a whole `up`; their CPU
+is counted with the client's. The emulators delay every answer by the latency and count what they
 answered: every IPMI datagram (session set-up included) and every HTTP request. Target: wall <= 1.5x
 ideal; exits 1 on a miss, on a failed node or a wrong final state. The figures printed also give
 client vs emulator CPU per round trip, since both share the machine's cores.
@@ -53,7 +54,7 @@ from provisioner.lab.bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishS
 from provisioner.lab.faults import FaultSpec
 from provisioner.lab.machine import MachineSpec
 from provisioner.workflow import nodeflow
-from provisioner.workflow.bmcgate import BMCGate, default_processes
+from provisioner.workflow.bmcgate import DEFAULT_PROCESSES, BMCGate
 from provisioner.workflow.bmcprocs import BMCProcesses
 
 PASSWORD = "bench-bmc-password"
@@ -114,13 +115,13 @@ def load_site(workdir: Path, nodes: list[dict[str, Any]]) -> Site:
     return load_inventory(path).site
 
 
-def client_seconds(workers: BMCProcesses) -> float:
+def client_seconds(workers: BMCProcesses | None) -> float:
     """CPU seconds of the client: this process and its BMC worker processes."""
-    return time.process_time() + workers.cpu_seconds()
+    return time.process_time() + (workers.cpu_seconds() if workers is not None else 0.0)
 
 
 def run_round(
-    site: Site, concurrency: int, per_rack: int, session: str, workers: BMCProcesses
+    site: Site, concurrency: int, per_rack: int, session: str, workers: BMCProcesses | None
 ) -> dict[str, str | None]:
     """Every node through off -> PXE once -> on via `up`'s BMC gate, with `up`'s own operations
     and worker processes; node -> error text or None."""
@@ -128,7 +129,7 @@ def run_round(
     steps = ((nodeflow.POWER_OFF, keep), (nodeflow.PXE_ONCE, keep), (nodeflow.POWER_ON, False))
 
     async def fan_out() -> dict[str, str | None]:
-        gate = BMCGate(site, concurrency, per_rack, processes=workers)
+        gate = BMCGate(site, concurrency, per_rack, processes=workers or 0)
 
         async def one(n: Node) -> tuple[str, str | None]:
             try:
@@ -156,6 +157,12 @@ def main() -> int:
     ap.add_argument("--rack-size", type=int, default=8)
     ap.add_argument("--session", choices=("per-step", "per-node"), default="per-node")
     ap.add_argument("--runs", type=int, default=3, help="rounds; the median ratio is judged")
+    ap.add_argument(
+        "--bmc-processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        help="`up --bmc-processes` (default: as `up`)",
+    )
     ap.add_argument(
         "--emulator-processes",
         type=int,
@@ -192,9 +199,11 @@ def main() -> int:
             site = load_site(Path(tmp), [node_doc(fleet, m, i, args.rack_size) for i, m in enumerate(order)])
             nodes = site.nodes
             settings = ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
-            workers = BMCProcesses(default_processes(), site.base_dir, settings, threads=args.concurrency)
-            stack.callback(workers.close)
-            workers.start()
+            workers = None
+            if args.bmc_processes > 0:
+                workers = BMCProcesses(args.bmc_processes, site.base_dir, settings, threads=args.concurrency)
+                stack.callback(workers.close)
+                workers.start()
             print(
                 f"BMCs:             {args.ipmi} IPMI + {args.redfish} Redfish (emulated, loopback), "
                 f"latency {args.latency * 1000:.0f} ms per round trip"

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
 from ..state import Phase, StateStore
-from ..workflow.bmcgate import BMCGate, Connect, default_processes
+from ..workflow.bmcgate import DEFAULT_PROCESSES, BMCGate, Connect
 from ..workflow.locks import hold_racks
 from ..workflow.progress import Progress
 from ..workflow.talos_ops import TalosAccess, TalosOps
@@ -133,7 +133,7 @@ def up(
     per_rack: int = 8,
     poll: float = 2.0,
     *,
-    bmc_processes: int | None = None,
+    bmc_processes: int = DEFAULT_PROCESSES,
     talos: TalosAccess | None = None,
     bmc_connect: Connect | None = None,
     netboot: NetbootFactory | None = _netboot,
@@ -142,7 +142,7 @@ def up(
 ) -> UpResult:
     """Run the pipeline for the selected ``nodes``. ``talos``, ``bmc_connect`` and ``netboot``
     are the test seams (fake machine API, fake BMC drivers, no netboot service).
-    ``bmc_processes``: BMC worker processes (None: ``default_processes``; 0: none)."""
+    ``bmc_processes``: BMC worker processes (0: the run's own threads; see ``bmcgate``)."""
     started = time.monotonic()
     hosted = site.cluster.bundle_spec.hosted
     if hosted:
@@ -168,8 +168,9 @@ def up(
             progress.events = ctx.events
             ctx.netboot = netboot
             ctx.talos = talos or TalosOps(ctx.layout.talosconfig)
-            processes = default_processes() if bmc_processes is None else bmc_processes
-            ctx.bmc = BMCGate(site, bmc_concurrency, per_rack, connect_fn=bmc_connect, processes=processes)
+            ctx.bmc = BMCGate(
+                site, bmc_concurrency, per_rack, connect_fn=bmc_connect, processes=bmc_processes
+            )
             if hosted:
                 ctx.cluster_status = "hosted"
             try:

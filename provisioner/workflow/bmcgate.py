@@ -12,9 +12,9 @@ sockets, keep-alives): at 1,000 nodes the first boot came after 73 s instead of 
 A test injects a fake BMC by passing ``connect``: a factory returning a ``BMCController``
 over a fake ``Driver``, so the controller's retries and verification still run.
 
-With ``processes`` (what `up` uses: ``default_processes``) the calls run in that many worker
-processes instead of this one's threads (``bmcprocs``: the protocol libraries' CPU on every
-core); the limits, slots and passwords stay here. Those calls must pickle
+With ``processes`` (`up --bmc-processes`; none by default, see ``DEFAULT_PROCESSES``) the calls
+run in that many worker processes instead of this one's threads (``bmcprocs``: the protocol
+libraries' CPU on every core); the limits, slots and passwords stay here. Those calls must pickle
 (``operator.methodcaller`` or a module-level function); an injected ``connect`` keeps them here.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -79,10 +78,12 @@ def _portable(node: Node) -> bool:
     return getattr(factory, "__module__", "").startswith("provisioner.bmc.")
 
 
-def default_processes() -> int:
-    """BMC worker processes for a run: one per core, at most 4 (each holds its share of the
-    run's sessions; past a few, the event loop that feeds them is the limit)."""
-    return max(1, min(4, os.cpu_count() or 1))
+# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. Each
+# worker costs about 70 MB (its own interpreter, pydantic, pyghmi, sushy), so a 1,000-node run
+# with two grew from about 150 MB to about 290 MB; it buys a faster BMC fan-out where the
+# libraries' CPU is the limit (bench-bmc on 2 cores: 1.73x the protocol ideal in-process, 1.40x
+# with 3 workers; bench-scale at 1,000 nodes: 3.4x -> 3.0x the ideal with 2).
+DEFAULT_PROCESSES = 0
 
 
 class BMCGate:

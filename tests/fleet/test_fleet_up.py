@@ -25,9 +25,7 @@ NODES = 50
 pytestmark = pytest.mark.netns
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    workdir = tmp_path_factory.mktemp("fleet")
+def run_fleet(workdir: Path, nodes: int, *up_args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [
             sys.executable,
@@ -35,12 +33,13 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "provisioner.lab.fleet",
             "up",
             "--nodes",
-            str(NODES),
+            str(nodes),
             "--json",
             "--workdir",
             str(workdir),
             "--timeout",
             "400",
+            *(("--", *up_args) if up_args else ()),
         ],
         capture_output=True,
         text=True,
@@ -52,6 +51,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out["_exit"] = proc.returncode
     out["_uplog"] = (workdir / "up.log").read_text()[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_fleet(tmp_path_factory.mktemp("fleet"), NODES)
 
 
 def test_every_node_installed_and_the_cluster_formed(result: dict[str, Any]) -> None:
@@ -92,3 +96,18 @@ def test_bmc_round_trips_within_per_node_minimum(result: dict[str, Any]) -> None
     # Redfish: the system's URI comes from the service root and the inventory's system_id, and what
     # the system is, from this run's first read of it: no connection rediscovers it.
     assert floor.redfish <= result["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK
+
+
+def test_bmc_worker_processes_drive_the_fleet_with_one_session_per_visit(tmp_path: Path) -> None:
+    """`up --bmc-processes 2`: the BMC calls run in worker processes, each node's in one of them,
+    which keeps its session from the power-off to the power-on; the run is the same."""
+    nodes = 12
+    out = run_fleet(tmp_path, nodes, "--bmc-processes", "2")
+    assert out["ok"] and out["_exit"] == 0, out["_uplog"]
+    assert out["installed"] == nodes and out["ready"] == nodes
+    assert out["bootstraps"] == ["cp1"]
+    floor = minimums.bmc_per_node()
+    assert floor.ipmi <= out["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
+    assert floor.redfish <= out["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK
+    left = subprocess.run(["pgrep", "-f", "provisioner.workflow.bmcprocs"], capture_output=True, text=True)
+    assert not left.stdout.strip(), "BMC worker processes outlived the run"
