@@ -208,7 +208,8 @@ class BMCGate:
 
     def close(self) -> None:
         """Close the controllers still held (a run interrupted between a node's steps). Nothing
-        to join: threads still inside a BMC call end on their own deadline."""
+        to join: threads still inside a BMC call end on their own deadline. Worker processes this
+        gate started are stopped and waited for (they close the sessions they hold)."""
         self._slots.clear()  # the run is over: nobody waits for a slot any more
         if self._procs is not None and self._own_procs:
             self._procs.close()

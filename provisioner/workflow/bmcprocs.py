@@ -68,12 +68,11 @@ class _Worker:
     def __init__(self, index: int, base_dir: Path, settings: ControllerSettings, threads: int) -> None:
         self.index = index
         parent, child = socket.socketpair()
-        env = dict(os.environ, PROVISIONER_BMC_WORKER=str(index))
+        # The password goes over this socket with a node's first call: never argv or environment.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "provisioner.workflow.bmcprocs", str(child.fileno())],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
-            env=env,
         )
         child.close()
         self.conn = Connection(parent.detach())
