@@ -233,7 +233,7 @@ class RedfishDriver:
             session.headers["Connection"] = "keep-alive"
             # requests reads the environment (proxy variables, CA bundle) again on every
             # request, which was a third of the client's CPU per request; resolve it once
-            # per BMC and process (``_environment``).
+            # (``_environment``).
             env = _environment(session, self._base_url, self._verify)
             session.trust_env = False
             session.proxies.update(env["proxies"])

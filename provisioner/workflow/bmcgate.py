@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from ..bmc import BMCController, ControllerSettings, RackLimiter, connect, registry
 from ..inventory.model import Node, Site
 from .bmcprocs import BMCProcesses
+from .sessions import HeldControllers
 
 T = TypeVar("T")
 Connect = Callable[[Node], BMCController]
@@ -103,8 +104,7 @@ class BMCGate:
         self._connect = connect_fn or self._connect_inventory
         self._passwords: dict[str, str] = {}
         # Controllers kept open between a node's consecutive steps (``call(..., keep=True)``).
-        self._held: dict[str, BMCController] = {}
-        self._held_lock = threading.Lock()
+        self._held = HeldControllers()
         # Nodes whose limiter slot is kept for their next call (node -> rack); event loop only.
         self._slots: dict[str, str] = {}
         self._workers = _Workers(total)
@@ -126,29 +126,6 @@ class BMCGate:
     def _connect_inventory(self, node: Node) -> BMCController:
         return connect(node, self.site.base_dir, self.settings, password=self._password(node))
 
-    def _with_controller(self, node: Node, fn: Callable[[BMCController], T], keep: bool) -> T:
-        """Run ``fn`` on the node's held controller, or a new one (whose first command logs in).
-
-        With ``keep`` the controller (its IPMI session, its Redfish connection and discovered
-        system) stays open for the node's next step: off, PXE once and on then cost one login
-        instead of three. Without it, or when ``fn`` fails, it is closed: an open session holds
-        one of the BMC's few slots, and after a fault the next step logs in afresh."""
-        with self._held_lock:
-            controller = self._held.pop(node.name, None)
-        if controller is None:
-            controller = self._connect(node)
-        try:
-            result = fn(controller)
-        except BaseException:
-            controller.close()
-            raise
-        if keep:
-            with self._held_lock:
-                self._held[node.name] = controller
-        else:
-            controller.close()
-        return result
-
     async def release(self, node: Node) -> None:
         """Close the controller a ``keep`` call left open for ``node`` and give back its slot
         (none: nothing to do)."""
@@ -158,15 +135,14 @@ class BMCGate:
         if self._procs is not None and _portable(node):
             self._procs.release(node.name)
             return
-        with self._held_lock:
-            controller = self._held.pop(node.name, None)
+        controller = self._held.pop(node.name)
         if controller is not None:
             await asyncio.to_thread(controller.close)
 
     async def call(self, node: Node, fn: Callable[[BMCController], T], keep: bool = False) -> T:
         """Run ``fn(controller)`` for ``node`` in a worker thread, within the run's limits;
         ``keep`` leaves the controller open and keeps the node's slot for its next call (see
-        ``_with_controller``; ``release`` gives both back when the node stops early).
+        ``sessions``; ``release`` gives both back when the node stops early).
 
         When the run is interrupted (Ctrl-C, SIGTERM) the waiting task is cancelled at once and
         the process exits without joining a worker stuck in a BMC command (daemons); the command
@@ -179,21 +155,22 @@ class BMCGate:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[T] = loop.create_future()
 
-            def work() -> None:
-                try:
-                    outcome: tuple[bool, object] = (True, self._with_controller(node, fn, keep))
-                except BaseException as exc:  # handed to the waiting task
-                    outcome = (False, exc)
+            def done(outcome: tuple[bool, object]) -> None:  # in a worker thread
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                     loop.call_soon_threadsafe(_settle, future, outcome)
 
+            def work() -> None:
+                try:
+                    outcome: tuple[bool, object] = (
+                        True,
+                        self._held.run(node.name, lambda: self._connect(node), fn, keep),
+                    )
+                except BaseException as exc:  # handed to the waiting task
+                    outcome = (False, exc)
+                done(outcome)
+
             if self._procs is not None and _portable(node):
                 password = self._password(node)  # a missing secret fails here, before any traffic
-
-                def done(outcome: tuple[bool, object]) -> None:
-                    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                        loop.call_soon_threadsafe(_settle, future, outcome)
-
                 self._procs.submit(node, password, fn, keep, done)
             else:
                 self._workers.submit(work)
@@ -213,7 +190,4 @@ class BMCGate:
         self._slots.clear()  # the run is over: nobody waits for a slot any more
         if self._procs is not None and self._own_procs:
             self._procs.close()
-        with self._held_lock:
-            held, self._held = list(self._held.values()), {}
-        for controller in held:
-            controller.close()
+        self._held.close_all()

@@ -5,7 +5,7 @@ in Python) spend 1-2.5 ms of CPU per BMC round trip on a 2-core host. In one int
 CPU is serialised behind one lock: a 1,000-node `up` spent a third of its CPU in them, and
 bench-bmc's client, at 32 calls in flight, was bound by one core while the other waited.
 
-So ``BMCGate`` hands its calls to a few worker processes (``python -m
+So with ``up --bmc-processes N``, ``BMCGate`` hands its calls to N worker processes (``python -m
 provisioner.workflow.bmcprocs``, started over a socket pair: no ``multiprocessing`` start
 method re-importing the caller's main module). Each node always goes to the same worker (by a
 stable hash of its name), because the session a ``keep`` call leaves open lives there. A worker
@@ -42,6 +42,7 @@ from typing import Any
 
 from ..bmc import BMCController, BMCUnavailable, ControllerSettings, connect
 from ..inventory.model import Node
+from .sessions import HeldControllers
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,7 @@ def _serve(conn: Connection) -> None:
         importlib.import_module(module)
     conn.send((0, True, "ready"))
     nodes: dict[str, tuple[Node, str | None]] = {}
-    held: dict[str, BMCController] = {}
-    held_lock = threading.Lock()
+    held = HeldControllers()
     send_lock = threading.Lock()
     jobs: queue.SimpleQueue[tuple[int, str, Operation, bool] | None] = queue.SimpleQueue()
 
@@ -242,24 +242,15 @@ def _serve(conn: Connection) -> None:
                 conn.send((call_id, False, RuntimeError(f"{type(value).__name__} cannot be sent: {exc}")))
 
     def run(call_id: int, name: str, op: Operation, keep: bool) -> None:
-        with held_lock:
-            controller = held.pop(name, None)
+        def connected() -> BMCController:
+            node, password = nodes[name]
+            return connect(node, base_dir, settings, password=password)
+
         try:
-            if controller is None:
-                node, password = nodes[name]
-                controller = connect(node, base_dir, settings, password=password)
-            result = op(controller)
-        except BaseException as exc:
-            if controller is not None:
-                controller.close()
-            answer(call_id, (False, exc))
-            return
-        if keep:
-            with held_lock:
-                held[name] = controller
-        else:
-            controller.close()
-        answer(call_id, (True, result))
+            outcome: Outcome = (True, held.run(name, connected, op, keep))
+        except BaseException as exc:  # handed to the run
+            outcome = (False, exc)
+        answer(call_id, outcome)
 
     def loop() -> None:
         while (job := jobs.get()) is not None:
@@ -277,19 +268,15 @@ def _serve(conn: Connection) -> None:
                     nodes[name] = entry
                 jobs.put((call_id, name, op, keep))
             elif message[0] == "release":
-                with held_lock:
-                    controller = held.pop(message[1], None)
+                controller = held.pop(message[1])
                 if controller is not None:
                     controller.close()
             else:  # stop
                 break
     except (EOFError, OSError):
         pass  # the run ended or was killed
-    with held_lock:
-        left, held = list(held.values()), {}
-    for controller in left:
-        with contextlib.suppress(Exception):
-            controller.close()
+    with contextlib.suppress(Exception):  # logging out of BMCs on the way out, best effort
+        held.close_all()
 
 
 def main(argv: list[str]) -> int:

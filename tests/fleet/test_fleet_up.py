@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from provisioner.lab.fleet import minimums
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 50
+WORKER = "[-]m provisioner[.]workflow[.]bmcprocs"  # a BMC worker process's command line
 
 pytestmark = pytest.mark.netns
 
@@ -102,12 +104,27 @@ def test_bmc_worker_processes_drive_the_fleet_with_one_session_per_visit(tmp_pat
     """`up --bmc-processes 2`: the BMC calls run in worker processes, each node's in one of them,
     which keeps its session from the power-off to the power-on; the run is the same."""
     nodes = 12
-    out = run_fleet(tmp_path, nodes, "--bmc-processes", "2")
+    seen: set[str] = set()  # worker pids observed while the run ran
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            found = subprocess.run(["pgrep", "-f", WORKER], capture_output=True, text=True)
+            seen.update(found.stdout.split())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        out = run_fleet(tmp_path, nodes, "--bmc-processes", "2")
+    finally:
+        stop.set()
+        watcher.join()
     assert out["ok"] and out["_exit"] == 0, out["_uplog"]
+    assert len(seen) == 2, f"expected the run's 2 BMC worker processes, saw {sorted(seen)}"
     assert out["installed"] == nodes and out["ready"] == nodes
     assert out["bootstraps"] == ["cp1"]
     floor = minimums.bmc_per_node()
     assert floor.ipmi <= out["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
     assert floor.redfish <= out["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK
-    left = subprocess.run(["pgrep", "-f", "provisioner.workflow.bmcprocs"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", WORKER], capture_output=True, text=True)
     assert not left.stdout.strip(), "BMC worker processes outlived the run"

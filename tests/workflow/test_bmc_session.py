@@ -47,7 +47,7 @@ def test_off_pxe_on_share_one_session(tmp_path: Path, fleet: BmcFleet) -> None: 
 
     asyncio.run(steps())
     assert len(made) == 1, "off, PXE once and on must share one login"
-    assert gate._held == {}, "the power-on closes the session"
+    assert gate._held.names() == set(), "the power-on closes the session"
     assert run.store.node("silent").phase is Phase.POWERED_ON
     assert "Chassis Power is on" in _ipmitool(fleet, "chassis", "power", "status")
 
@@ -65,11 +65,11 @@ def test_a_failed_step_drops_its_session(tmp_path: Path, fleet: BmcFleet) -> Non
         await gate.call(run.node, lambda c: c.power_state(), keep=True)
         with pytest.raises(RuntimeError, match="session fault"):
             await gate.call(run.node, fault, keep=True)
-        assert gate._held == {}
+        assert gate._held.names() == set()
         await gate.call(run.node, lambda c: c.power_state(), keep=True)
-        assert set(gate._held) == {"silent"}
+        assert gate._held.names() == {"silent"}
         await gate.release(run.node)
 
     asyncio.run(steps())
     assert len(made) == 2, "the step after a fault logs in again; the one before it reused nothing"
-    assert gate._held == {}
+    assert gate._held.names() == set()
