@@ -20,11 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bmc import ControllerSettings
 from ..errors import InputError
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
 from ..state import Phase, StateStore
 from ..workflow.bmcgate import DEFAULT_PROCESSES, BMCGate, Connect
+from ..workflow.bmcprocs import BMCProcesses
 from ..workflow.locks import hold_racks
 from ..workflow.progress import Progress
 from ..workflow.talos_ops import TalosAccess, TalosOps
@@ -125,6 +127,22 @@ def _cancel_on_sigterm(terminated: threading.Event) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cancel)
 
 
+@contextlib.contextmanager
+def _bmc_workers(site: Site, count: int, concurrency: int) -> Iterator[BMCProcesses | None]:
+    """The run's BMC worker processes, started first: while this process has a single thread
+    they are forked and share its imported libraries (see ``BMCProcesses.start``)."""
+    if count <= 0:
+        yield None
+        return
+    settings = ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
+    procs = BMCProcesses(count, site.base_dir, settings, threads=concurrency)
+    try:
+        procs.start()
+        yield procs
+    finally:
+        procs.close()
+
+
 def up(
     site: Site,
     nodes: list[Node],
@@ -152,7 +170,9 @@ def up(
             raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
     terminated = threading.Event()
+    workers = 0 if hosted or bmc_connect is not None else bmc_processes
     with (
+        _bmc_workers(site, workers, bmc_concurrency) as procs,
         _sigterm_interrupts(),
         Progress(None, progress_mode) as progress,
         hold_racks(StateLayout(site.state_dir), [] if hosted else [n.rack for n in nodes]),
@@ -168,9 +188,7 @@ def up(
             progress.events = ctx.events
             ctx.netboot = netboot
             ctx.talos = talos or TalosOps(ctx.layout.talosconfig)
-            ctx.bmc = BMCGate(
-                site, bmc_concurrency, per_rack, connect_fn=bmc_connect, processes=bmc_processes
-            )
+            ctx.bmc = BMCGate(site, bmc_concurrency, per_rack, connect_fn=bmc_connect, processes=procs or 0)
             if hosted:
                 ctx.cluster_status = "hosted"
             try:

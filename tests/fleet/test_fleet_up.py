@@ -22,7 +22,25 @@ from provisioner.lab.fleet import minimums
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 50
-WORKER = "[-]m provisioner[.]workflow[.]bmcprocs"  # a BMC worker process's command line
+UP = "[-]m provisioner[.]lab[.]fleet[.]upmain"  # the fleet's `up` (and its forked BMC workers)
+SPAWNED = "[-]m provisioner[.]workflow[.]bmcprocs"  # a BMC worker spawned rather than forked
+
+
+def bmc_workers() -> set[str]:
+    """Pids of BMC worker processes now: forked from `up` (an `up` command line whose parent is
+    `up`), or spawned (their own module's command line)."""
+    ups = set(subprocess.run(["pgrep", "-f", UP], capture_output=True, text=True).stdout.split())
+    spawned = subprocess.run(["pgrep", "-f", SPAWNED], capture_output=True, text=True).stdout.split()
+    forked = set()
+    for pid in ups:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if parent in ups:
+            forked.add(pid)
+    return forked | set(spawned)
 
 pytestmark = pytest.mark.netns
 
@@ -109,8 +127,7 @@ def test_bmc_worker_processes_drive_the_fleet_with_one_session_per_visit(tmp_pat
 
     def watch() -> None:
         while not stop.wait(0.2):
-            found = subprocess.run(["pgrep", "-f", WORKER], capture_output=True, text=True)
-            seen.update(found.stdout.split())
+            seen.update(bmc_workers())
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -126,5 +143,4 @@ def test_bmc_worker_processes_drive_the_fleet_with_one_session_per_visit(tmp_pat
     floor = minimums.bmc_per_node()
     assert floor.ipmi <= out["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
     assert floor.redfish <= out["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK
-    left = subprocess.run(["pgrep", "-f", WORKER], capture_output=True, text=True)
-    assert not left.stdout.strip(), "BMC worker processes outlived the run"
+    assert not bmc_workers(), "BMC worker processes outlived the run"
