@@ -7,11 +7,18 @@ build a new SSL context each time). Tests inject a fake ``TalosAccess`` through 
 context, the way httpx's ``MockTransport`` makes a client testable.
 
 Readiness probes use one short attempt each (the caller polls); actions use the client's
-own bounded retries. Everything else about the protocol lives in ``provisioner.talosapi``.
+own bounded retries. A probe first only connects to apid's port (``_listening``): a node that is
+still installing refuses the connection, and learning that from a bare socket costs a fraction
+of building a gRPC channel, a TLS context lookup and a retry policy for it. So a fleet of nodes
+being installed can be probed often (the install is noticed soon after it ends) for little CPU.
+Everything else about the protocol lives in ``provisioner.talosapi``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import ssl
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +45,25 @@ __all__ = [
 ]
 
 _PROBE = RetryPolicy(attempts=1)
+
+
+async def _listening(ip: str, port: int, timeout: float) -> bool:
+    """Something accepts TCP connections on ``ip:port`` (within ``timeout``)."""
+    try:
+        infos = socket.getaddrinfo(ip, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        return True  # a name, not an address: let the real probe resolve it and say what is wrong
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), timeout)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    return True
 
 
 class TalosAccess(Protocol):
@@ -107,6 +133,8 @@ class TalosOps:
             await client.apply_configuration(data, mode=ApplyMode.REBOOT)
 
     async def secure_version(self, ip: str) -> str | None:
+        if not await _listening(ip, self.port, self.probe_timeout):
+            return None
         async with self._secure(ip, self.probe_timeout, _PROBE) as client:
             try:
                 version = await client.version()
