@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import EventLog
 from ..layout import StateLayout
 from ..state import StateStore
+from ..workflow.eventwatch import EventWatch
 
 if TYPE_CHECKING:
     from ..inventory.model import Node, Site
@@ -79,6 +80,11 @@ class RunContext:
     halt: str | None = None
     # Services a stage starts for the rest of the run (the netboot service); closed at the end.
     resources: ExitStack = field(default_factory=ExitStack)
+    # Wakes a node waiting for an event about it (its config fetch) as soon as one is logged.
+    watch: EventWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = EventWatch(self.events)
 
     @property
     def selected(self) -> list[Node]:

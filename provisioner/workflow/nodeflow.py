@@ -229,7 +229,10 @@ async def wait_for_boot(ctx: RunContext, node: Node, rec: NodeRecord) -> NodeRec
                 return await _record(
                     ctx, node, Phase.CONFIG_DELIVERED, "config applied over the maintenance API"
                 )
-            await asyncio.sleep(ctx.poll)
+            if delivery is ConfigDelivery.URL:  # woken by the fetch's event, else one interval
+                await ctx.watch.wait(node.name, min(ctx.poll, max(0.0, deadline - time.monotonic())))
+            else:
+                await asyncio.sleep(ctx.poll)
         if await _talos(ctx).secure_version(str(node.ip)) is not None:
             # Installed although no fetch was seen (a fetch logged while the tool was down and
             # the log rotated, say): never power-cycle an installed node into the network boot.
