@@ -24,8 +24,6 @@ from ..fsutil import atomic_write
 from ..pipeline.base import Stage, StageFailed
 from ..tenants import tree_for
 from . import assets, health, manifests
-from .apply import Applier
-from .kube import ApiCallError, Kube
 from .releases import ExpectedRelease, cozystack_major, expected_releases
 
 if TYPE_CHECKING:
@@ -33,6 +31,8 @@ if TYPE_CHECKING:
     from ..inventory.model import Site
     from ..layout import StateLayout
     from ..pipeline.context import RunContext
+    from .apply import Applier
+    from .kube import Kube
 
 T = TypeVar("T")
 HR = ("helm.toolkit.fluxcd.io/v2", "HelmRelease")
@@ -59,6 +59,10 @@ def open_kube(ctx: RunContext) -> Kube:
         raise InputError(
             f"{path} does not exist yet: the cluster stage writes it (run `provisioner up` first)"
         )
+    # lightkube (with httpx, ~20 MB) is loaded here, when a Kubernetes stage first runs, not when
+    # `up` starts: the node stages before never need it.
+    from .kube import Kube
+
     return Kube(path, attempts=int(ctx.options.get("api_attempts") or 8))
 
 
@@ -159,6 +163,8 @@ class _PlatformStage:
         return stale(self, site, layout)
 
     async def run(self, ctx: RunContext) -> None:
+        from .apply import Applier
+
         kube = open_kube(ctx)
         try:
             applier = Applier(kube, ctx.layout.platform_journal)
@@ -188,6 +194,8 @@ async def wait_for_api(kube: Kube, deadline: float, interval: float = 2.0) -> No
     The cluster this run just formed serves its API some seconds after etcd forms (much later under
     emulation), so an unreachable endpoint is not yet a failure. Refusals (4xx, a foreign CA) are.
     """
+    from .kube import ApiCallError
+
     last: OperationError | None = None
 
     async def answers() -> bool | None:
@@ -333,6 +341,8 @@ class HelmReleases(_PlatformStage):
         )
 
     async def run(self, ctx: RunContext) -> None:
+        from .apply import Applier
+
         kube = open_kube(ctx)
         try:
             applier = Applier(kube, ctx.layout.platform_journal)
@@ -342,6 +352,8 @@ class HelmReleases(_PlatformStage):
         account(ctx, kube, applier)
 
     async def wait(self, ctx: RunContext, kube: Kube, applier: Applier) -> None:
+        from .kube import ApiCallError
+
         site = ctx.site
         expected = expected_for(site)
         live: dict[str, dict[str, Any]] = {}

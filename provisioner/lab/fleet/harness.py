@@ -77,6 +77,8 @@ class FleetResult:
     sys_cpu_s: float  # the kernel's part of it (file and socket work on `up`'s behalf)
     machine_cpu_s: float  # every CPU's busy time while `up` ran (up, the simulators, anything else)
     cores: int  # CPUs the machine has
+    # The run's memory: `up`'s peak RSS (its rusage), or, when it has BMC worker processes, the
+    # peak of `up`'s RSS plus their private memory (``GroupMemory``), whichever is larger.
     peak_rss_mb: float
     installed: int  # state records marked installed
     ready: int  # state records in phase ready
@@ -167,6 +169,61 @@ SAMPLE_RATE = 50  # py-spy samples per second: cheap enough not to move the figu
 
 
 Sampler = tuple[threading.Timer, list[subprocess.Popen[bytes]]]
+
+
+def _kb(text: str, key: str) -> int:
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+class GroupMemory:
+    """The peak memory of `up` and the processes it started (its BMC workers), sampled from
+    ``/proc`` every ``interval`` seconds: `up`'s RSS plus each child's private memory (USS).
+    A forked worker shares `up`'s pages until either writes them: counting the workers' RSS
+    would count those twice, counting only `up`'s rusage (the largest single process) would
+    leave the workers out."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _children(self) -> list[int]:
+        try:
+            tasks = Path(f"/proc/{self.pid}/task").iterdir()
+            found: list[int] = []
+            for task in tasks:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            return found
+        except OSError:
+            return []
+
+    def sample(self) -> int:
+        try:
+            total = _kb(Path(f"/proc/{self.pid}/status").read_text(), "VmRSS:")
+        except OSError:
+            return 0
+        for child in self._children():
+            try:
+                rollup = Path(f"/proc/{child}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            total += _kb(rollup, "Private_Clean:") + _kb(rollup, "Private_Dirty:")
+        return total
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak_kb = max(self.peak_kb, self.sample())
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
 
 
 def _start_sampler(pid: int, out: Path, delay: float = 1.5) -> Sampler:
@@ -298,6 +355,7 @@ def run(
         busy_before = machine_busy_seconds()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         log_file.close()
+        memory = GroupMemory(proc.pid)
         sampler = _start_sampler(proc.pid, sample) if sample is not None else None
         watcher = threading.Thread(
             target=_watch, args=(events_path, started, stop, formed, proc), daemon=True
@@ -307,6 +365,7 @@ def run(
         killer.start()
         assert proc.stdout is not None
         out = proc.stdout.read()
+        group_mb = memory.stop()  # `up` closed its stdout: it is exiting, its workers are gone
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.time() - started
         machine_cpu = machine_busy_seconds() - busy_before
@@ -355,7 +414,7 @@ def run(
         sys_cpu_s=usage.ru_stime,
         machine_cpu_s=machine_cpu,
         cores=os.cpu_count() or 1,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=max(usage.ru_maxrss / 1024, group_mb),
         installed=sum(1 for r in records if r.installed),
         ready=sum(1 for r in records if r.phase is Phase.READY),
         bootstraps=SharedEtcd(plan.etcd_file).bootstraps(),
