@@ -79,11 +79,12 @@ def _portable(node: Node) -> bool:
     return getattr(factory, "__module__", "").startswith("provisioner.bmc.")
 
 
-# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. Each
-# worker costs about 70 MB (its own interpreter, pydantic, pyghmi, sushy), so a 1,000-node run
-# with two grew from about 150 MB to about 290 MB; it buys a faster BMC fan-out where the
-# libraries' CPU is the limit (bench-bmc on 2 cores: 1.73x the protocol ideal in-process, 1.40x
-# with 3 workers; bench-scale at 1,000 nodes: 3.4x -> 3.0x the ideal with 2).
+# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. A worker
+# is forked from the run (sharing its libraries), but its private memory still grows to 55-80 MB
+# over a 1,000-node run (64 threads, the nodes' sessions, the pages either process writes after
+# the fork). bench-scale's fleet at 1,000 nodes: in-process 1.70x the ideal wall time and 184 MB
+# (`up` with its netboot service); with one worker 1.45x and 213 MB, over the 200 MB target.
+# bench-bmc on 2 cores: 1.73x the protocol ideal in-process, 1.40x with 3 workers.
 DEFAULT_PROCESSES = 0
 
 
