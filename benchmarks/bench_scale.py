@@ -2,8 +2,11 @@
 
 Each size is a fresh simulated fleet (3 control planes, every 4th BMC Redfish, the rest IPMI; no VMs)
 driven by the real `provisioner up`; the fleet stops `up` where it starts the Kubernetes stages (the
-run under test ends at the cluster formed). Figures are the `up` process's own, never the simulators':
-wall time, CPU seconds per node and peak RSS from its rusage, the cost of one event-log poll as it
+run under test ends at the cluster formed). Figures are `up`'s own, never the simulators': wall
+time and CPU seconds per node from its rusage (which includes what it started and waited for),
+peak memory as `up`'s RSS plus the private memory of the processes it started (its netboot
+service, BMC workers if any), sampled every 0.2 s, or its rusage peak if larger
+(``harness.GroupMemory``), the cost of one event-log poll as it
 polls (on the final log), and what each node was asked, by kind (BMC round trips counted by the
 emulators, HTTP requests by the simulated netboot clients, Talos API calls by the stand-ins), against
 the protocol minimum (``provisioner.lab.fleet.minimums``).
