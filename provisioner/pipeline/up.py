@@ -129,15 +129,15 @@ def _cancel_on_sigterm(terminated: threading.Event) -> None:
 
 @contextlib.contextmanager
 def _bmc_workers(site: Site, count: int, concurrency: int) -> Iterator[BMCProcesses | None]:
-    """The run's BMC worker processes, started first: while this process has a single thread
-    they are forked and share its imported libraries (see ``BMCProcesses.start``)."""
+    """The run's BMC worker processes, started before the first stage: they load their libraries
+    while the secrets, configs and netboot stages run, not while the first BMC calls wait."""
     if count <= 0:
         yield None
         return
     settings = ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
     procs = BMCProcesses(count, site.base_dir, settings, threads=concurrency)
     try:
-        procs.start()
+        procs.start(wait=False)
         yield procs
     finally:
         procs.close()

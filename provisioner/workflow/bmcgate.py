@@ -79,12 +79,14 @@ def _portable(node: Node) -> bool:
     return getattr(factory, "__module__", "").startswith("provisioner.bmc.")
 
 
-# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. A worker
-# is forked from the run (sharing its libraries), but its private memory still grows to 55-80 MB
-# over a 1,000-node run (64 threads, the nodes' sessions, the pages either process writes after
-# the fork). bench-scale's fleet at 1,000 nodes: in-process 1.70x the ideal wall time and 184 MB
-# (`up` with its netboot service); with one worker 1.45x and 213 MB, over the 200 MB target.
-# bench-bmc on 2 cores: 1.73x the protocol ideal in-process, 1.40x with 3 workers.
+# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. A
+# worker's private memory grows to 50-60 MB over a 1,000-node run (its interpreter and libraries,
+# 64 threads, the nodes' entries and sessions). bench-scale's fleet at 1,000 nodes (`up` with its
+# netboot service): in-process 1.70x the ideal wall time and 184 MB; with one worker 1.55-1.65x
+# and 215-225 MB, over the 200 MB target. (Forking the workers from `up`, to share its imported
+# libraries, was measured too: the pages either process writes after the fork get copied, the
+# memory came out the same, the wall about 1 s shorter.) bench-bmc on 2 cores: 1.22x the
+# protocol ideal in-process.
 DEFAULT_PROCESSES = 0
 
 

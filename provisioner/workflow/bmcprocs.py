@@ -23,7 +23,6 @@ them: their CPU is then part of the run's own (``wait4`` of the run includes the
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import itertools
 import logging
@@ -35,7 +34,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -55,10 +53,6 @@ Done = Callable[[Outcome], None]
 Operation = Callable[[BMCController], Any]
 
 
-# What the protocol factories load: imported before the workers are forked or by a spawned one.
-_PROTOCOL_MODULES = ("provisioner.bmc.ipmi", "provisioner.bmc.redfish")
-
-
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a ``RuntimeError`` that says what it was (the run
     fails the node on it, as it would on the original)."""
@@ -69,83 +63,18 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-class _Forked:
-    """A worker forked from the run (``BMCProcesses.start`` while the run has one thread), waited
-    for as ``subprocess.Popen`` is."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            with contextlib.suppress(ChildProcessError):
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid == 0:
-                    return None
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (code := self.poll()) is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(f"bmc worker {self.pid}", timeout or 0.0)
-            time.sleep(0.02)
-        return code
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-
-def _fork_worker(parent: socket.socket, child: socket.socket, siblings: list[Connection]) -> _Forked:
-    """Fork a worker that serves ``child``; the parent gets its handle. Only while the run has one
-    thread: a lock another thread held at the fork would stay locked in the worker forever.
-    ``siblings``: the run's ends of the workers forked before, closed in this one (else a worker
-    would not see EOF when the run closes its socket, as long as a later sibling lived)."""
-    pid = os.fork()
-    if pid:
-        return _Forked(pid)
-    code = 1
-    try:  # the worker: never returns into the run's code
-        parent.close()
-        for conn in siblings:
-            conn.close()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with contextlib.closing(Connection(child.detach())) as conn:
-            _serve(conn)
-        code = 0
-    finally:
-        os._exit(code)
-
-
 class _Worker:
     """One worker process, as the run sees it: its socket, its calls in flight, its reader."""
 
-    def __init__(
-        self,
-        index: int,
-        base_dir: Path,
-        settings: ControllerSettings,
-        threads: int,
-        fork_beside: list[Connection] | None = None,
-    ) -> None:
-        """``fork_beside``: fork this worker (the run's ends of the workers forked before it);
-        None: spawn it."""
+    def __init__(self, index: int, base_dir: Path, settings: ControllerSettings, threads: int) -> None:
         self.index = index
         parent, child = socket.socketpair()
         # The password goes over this socket with a node's first call: never argv or environment.
-        self.proc: subprocess.Popen[bytes] | _Forked
-        fork = fork_beside is not None
-        if fork_beside is not None:
-            self.proc = _fork_worker(parent, child, fork_beside)
-        else:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "provisioner.workflow.bmcprocs", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.workflow.bmcprocs", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
         child.close()
         self.conn = Connection(parent.detach())
         self.conn.send((base_dir, settings, threads))
@@ -155,14 +84,7 @@ class _Worker:
         self.known: set[str] = set()  # nodes whose inventory entry and password it has
         self.alive = True
         self.ready = threading.Event()  # it has loaded the BMC libraries
-        self._reader = threading.Thread(target=self._read, name=f"bmc-proc-{index}-reader", daemon=True)
-        if not fork:
-            self._reader.start()
-
-    def listen(self) -> None:
-        """Start reading answers (a forked worker's reader starts once every worker is forked)."""
-        if not self._reader.is_alive() and self._reader.ident is None:
-            self._reader.start()
+        threading.Thread(target=self._read, name=f"bmc-proc-{index}-reader", daemon=True).start()
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -236,32 +158,11 @@ class BMCProcesses:
                 worker = self._workers[index] = _Worker(index, self._base_dir, self._settings, self._threads)
             return worker
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start every worker now and wait until each has loaded the BMC libraries, instead of
-        on the first calls (which would otherwise wait for it with their slots held).
-
-        Called while the run still has a single thread (``up`` does, before anything else
-        starts), the workers are forked: they share the run's already imported libraries (the
-        pages stay shared until written; ``gc.freeze`` keeps the collector from writing to every
-        object) instead of importing their own, which costs each spawned worker ~70 MB. Else, and
-        for a worker that replaces one that died, ``python -m`` is spawned."""
-        fork = hasattr(os, "fork") and threading.active_count() == 1
-        if fork:
-            for module in _PROTOCOL_MODULES:
-                importlib.import_module(module)
-            gc.collect()
-            gc.freeze()
-        with self._lock:
-            for index in range(self.count):
-                if self._workers[index] is None:
-                    beside = [w.conn for w in self._workers if w is not None] if fork else None
-                    self._workers[index] = _Worker(
-                        index, self._base_dir, self._settings, self._threads, beside
-                    )
-            workers = [w for w in self._workers if w is not None]
-        for worker in workers:
-            worker.listen()
-        for worker in workers:
+    def start(self, timeout: float = 60.0, wait: bool = True) -> None:
+        """Start every worker now, instead of on the first calls (which would otherwise wait for
+        it with their slots held); ``wait``: until each has loaded the BMC libraries."""
+        workers = [self._worker_at(i) for i in range(self.count)]
+        for worker in workers if wait else ():
             worker.ready.wait(timeout)
 
     def cpu_seconds(self) -> float:
@@ -321,7 +222,7 @@ class BMCProcesses:
 # -- the worker process -------------------------------------------------------------------------
 def _serve(conn: Connection) -> None:
     base_dir, settings, threads = conn.recv()
-    for module in _PROTOCOL_MODULES:
+    for module in ("provisioner.bmc.ipmi", "provisioner.bmc.redfish"):  # what the factories load
         importlib.import_module(module)
     conn.send((0, True, "ready"))
     nodes: dict[str, tuple[Node, str | None]] = {}

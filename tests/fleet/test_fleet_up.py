@@ -22,25 +22,13 @@ from provisioner.lab.fleet import minimums
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 50
-UP = "[-]m provisioner[.]lab[.]fleet[.]upmain"  # the fleet's `up` (and its forked BMC workers)
-SPAWNED = "[-]m provisioner[.]workflow[.]bmcprocs"  # a BMC worker spawned rather than forked
+WORKER = "[-]m provisioner[.]workflow[.]bmcprocs"  # a BMC worker process's command line
 
 
 def bmc_workers() -> set[str]:
-    """Pids of BMC worker processes now: forked from `up` (an `up` command line whose parent is
-    `up`), or spawned (their own module's command line)."""
-    ups = set(subprocess.run(["pgrep", "-f", UP], capture_output=True, text=True).stdout.split())
-    spawned = subprocess.run(["pgrep", "-f", SPAWNED], capture_output=True, text=True).stdout.split()
-    forked = set()
-    for pid in ups:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
-        if parent in ups:
-            forked.add(pid)
-    return forked | set(spawned)
+    """Pids of BMC worker processes now."""
+    return set(subprocess.run(["pgrep", "-f", WORKER], capture_output=True, text=True).stdout.split())
+
 
 pytestmark = pytest.mark.netns
 
