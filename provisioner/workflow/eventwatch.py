@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from ..events import EventLog
+
+log = logging.getLogger(__name__)
 
 TICK = 0.2  # seconds between two reads of the log while nodes wait
 
@@ -28,7 +31,7 @@ class EventWatch:
     async def wait(self, node: str, timeout: float) -> None:
         """Return when an event about ``node`` is logged, or after ``timeout`` seconds."""
         woken = self._waiters.setdefault(node, asyncio.Event())
-        if self._tail is None:
+        if self._tail is None or self._tail.done():  # done: cancelled with an earlier event loop
             self._tail = asyncio.get_running_loop().create_task(self._follow(self._events.last_id()))
         try:
             with contextlib.suppress(TimeoutError):
@@ -43,8 +46,13 @@ class EventWatch:
             if not self._waiters:  # nothing between this test and the return yields to a waiter
                 self._tail = None
                 return
-            for ev in self._events.iter(cursor):
-                cursor = ev.id
-                woken = self._waiters.get(ev.node) if ev.node is not None else None
-                if woken is not None:
-                    woken.set()
+            try:
+                for ev in self._events.iter(cursor):
+                    cursor = ev.id
+                    woken = self._waiters.get(ev.node) if ev.node is not None else None
+                    if woken is not None:
+                        woken.set()
+            except Exception:  # the waiters poll the log themselves; the next wait starts a tail
+                log.debug("event watch: reading the log failed", exc_info=True)
+                self._tail = None
+                return

@@ -46,3 +46,24 @@ def test_the_tail_stops_when_nobody_waits(tmp_path: Path) -> None:
         return watch._tail is None
 
     assert asyncio.run(scenario())
+
+
+def test_a_watch_outlives_the_event_loop_that_started_its_tail(tmp_path: Path) -> None:
+    """A tail cancelled with its loop (the run's loop ended while it slept) is started afresh."""
+    path = tmp_path / "events.jsonl"
+    watch = EventWatch(EventLog(path), tick=0.5)
+    writer = EventLog(path)
+    asyncio.run(watch.wait("n1", timeout=0.01))  # its loop ends while the tail sleeps
+
+    async def second() -> float:
+        async def log_later() -> None:
+            await asyncio.sleep(0.1)
+            writer.append("config.fetch", node="n1")
+
+        t0 = time.monotonic()
+        logger = asyncio.create_task(log_later())
+        await watch.wait("n1", timeout=5.0)
+        await logger
+        return time.monotonic() - t0
+
+    assert asyncio.run(second()) < 2.0  # woken by the tail, not by the 5 s timeout
