@@ -6,10 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from provisioner.events import EventLog
+from provisioner.fsutil import atomic_write
 from provisioner.layout import StateLayout
 from provisioner.report import write_report
 from provisioner.report.platform import STATES as RELEASE_STATES
@@ -132,9 +134,12 @@ def test_1000_nodes(browser: Any, site_1000: tuple[SiteView, StateLayout], tmp_p
 def test_served_page_refreshes_as_events_arrive(browser: Any, lab_run: tuple[SiteView, StateLayout]) -> None:
     view, layout = lab_run
     # Put w1 back to "installing", as during a run, then let it finish while the page is open.
+    # Records are replaced as the state store replaces them (a new file renamed over the old):
+    # an in-place rewrite changes neither the directory nor the event log, so a page built
+    # between the event and such a rewrite would never see it (the flake this once was).
     record = json.loads(layout.node_record("w1").read_text())
-    layout.node_record("w1").write_text(
-        json.dumps({**record, "phase": "config-delivered", "installed": False})
+    atomic_write(
+        layout.node_record("w1"), json.dumps({**record, "phase": "config-delivered", "installed": False})
     )
     with ReportServer(view, layout, "127.0.0.1", 0, poll_ms=200) as server:
         console_errors(browser)
@@ -143,7 +148,8 @@ def test_served_page_refreshes_as_events_arrive(browser: Any, lab_run: tuple[Sit
         assert browser.execute_script(state) == "installing"
         before = browser.execute_script("return document.documentElement.dataset.version")
         EventLog(layout.events).append("node.step", node="w1", phase="ready", detail="boots from disk")
-        layout.node_record("w1").write_text(json.dumps({**record, "phase": "ready", "installed": True}))
+        urllib.request.urlopen(server.url, timeout=10).read()  # a page built between the two writes
+        atomic_write(layout.node_record("w1"), json.dumps({**record, "phase": "ready", "installed": True}))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
