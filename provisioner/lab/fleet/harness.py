@@ -77,8 +77,9 @@ class FleetResult:
     sys_cpu_s: float  # the kernel's part of it (file and socket work on `up`'s behalf)
     machine_cpu_s: float  # every CPU's busy time while `up` ran (up, the simulators, anything else)
     cores: int  # CPUs the machine has
-    # The run's memory: `up`'s peak RSS (its rusage), or, when it has BMC worker processes, the
-    # peak of `up`'s RSS plus their private memory (``GroupMemory``), whichever is larger.
+    # The run's memory: the sampled peak of `up`'s RSS plus the private memory of the processes it
+    # started (its netboot service, BMC workers if any; ``GroupMemory``), or `up`'s rusage peak if
+    # that is larger (the sampling can miss a short peak).
     peak_rss_mb: float
     installed: int  # state records marked installed
     ready: int  # state records in phase ready
@@ -179,11 +180,11 @@ def _kb(text: str, key: str) -> int:
 
 
 class GroupMemory:
-    """The peak memory of `up` and the processes it started (its BMC workers), sampled from
-    ``/proc`` every ``interval`` seconds: `up`'s RSS plus each child's private memory (USS).
-    A forked worker shares `up`'s pages until either writes them: counting the workers' RSS
-    would count those twice, counting only `up`'s rusage (the largest single process) would
-    leave the workers out."""
+    """The peak memory of `up` and the processes it started (its netboot service, its BMC
+    workers), sampled from ``/proc`` every ``interval`` seconds: `up`'s RSS plus each child's
+    private memory (USS). The children map the same interpreter and libraries as `up`: counting
+    their RSS would count those pages twice; counting only `up`'s rusage (the largest single
+    process) would leave the children out."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid = pid
