@@ -264,9 +264,15 @@ def satellite_problems(
             out[node] = "no LinstorSatellite for this node (is it a Kubernetes node running LINSTOR?)"
             continue
         problems = []
+        # piraeus writes every condition with the generation it observed: one written for an
+        # older spec (before this run's storage pools were merged in) proves nothing about them.
+        generation = (sat.get("metadata") or {}).get("generation")
         for ctype in ("Available", "Configured"):
             c = condition(sat, ctype)
-            if c is None or c.get("status") != "True":
+            seen = (c or {}).get("observedGeneration")
+            if c is not None and generation is not None and seen is not None and seen != generation:
+                problems.append(f"{ctype}: observedGeneration {seen} is not generation {generation}")
+            elif c is None or c.get("status") != "True":
                 msg = (c or {}).get("message") or "no condition yet"
                 problems.append(f"{ctype}={(c or {}).get('status', 'missing')}: {msg}")
         pools = [p.get("name") for p in ((sat.get("spec") or {}).get("storagePools") or [])]

@@ -144,6 +144,28 @@ def test_satellite_pools_named_per_node() -> None:
     assert "no LinstorSatellite" in problems["n4"]
 
 
+def test_a_satellite_condition_from_an_older_spec_proves_nothing() -> None:
+    """The operator merged the pool into the spec (generation 3) but its conditions still say
+    what it saw at generation 2 (no pools, so "configured"): not ready until it observes 3."""
+
+    def sat(observed: int) -> dict:
+        return {
+            "metadata": {"generation": 3},
+            "spec": {"storagePools": [{"name": "data"}]},
+            "status": {
+                "conditions": [
+                    {"type": "Available", "status": "True", "observedGeneration": observed},
+                    {"type": "Configured", "status": "True", "observedGeneration": observed},
+                ]
+            },
+        }
+
+    stale = health.satellite_problems({"n1": sat(2)}, ["n1"], "data")
+    assert stale["n1"].startswith("Available: observedGeneration 2 is not generation 3")
+    assert "Configured: observedGeneration 2 is not generation 3" in stale["n1"]
+    assert health.satellite_problems({"n1": sat(3)}, ["n1"], "data") == {}
+
+
 def test_tenant_labels_compared_with_the_model(tmp_path: Path) -> None:
     root = tree_for(load(tmp_path, data()).site)
     namespaces = {
