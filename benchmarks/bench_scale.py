@@ -204,9 +204,14 @@ def main() -> int:
         f"over {big['cores']} cores ({big['machine_cpu_s'] / (big['cores'] * big['wall_s']):.0%} busy); "
         f"no wall below {floor:.1f} s = {floor / big['ideal_s']:.2f}x the ideal on this machine"
     )
+    # Measured again after the runs: a shared host's speed drifts within one bench (the same code
+    # gave 31.6 and 38.1 CPU ms per node at 1,000 nodes on one day), and one reading taken
+    # before the runs said nothing about that.
+    speed_after = python_speed()
     print(
         f"bench-scale took {time.monotonic() - started:.0f} s (machine shared: figures are indicative); "
-        f"this machine's Python speed: 10,000,000 integer additions in {speed:.2f} CPU s"
+        f"this machine's Python speed: 10,000,000 integer additions in {speed:.2f} CPU s before the "
+        f"runs, {speed_after:.2f} CPU s after"
     )
     failed = [n for n, r in results.items() if not r["ok"]]
     for n in failed:
