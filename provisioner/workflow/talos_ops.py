@@ -46,6 +46,15 @@ __all__ = [
 
 _PROBE = RetryPolicy(attempts=1)
 
+# Probes of the nodes' machine API (installed OS, maintenance mode) in flight at once, per run.
+# Each holds an asyncio TLS connection, and asyncio gives every one a 256 KiB receive buffer. At
+# 1,000 simulated nodes, with the event loop busy, 111 were open at once without a cap, and the
+# run peaked at 182 MB; capped at 32, at 158 MB (16: 153 MB). The cap queues probes: installs were
+# noticed at p50 14.2 s after the config fetch instead of 11.9 s (the install takes 10 s), but
+# fetch to ready did not grow, nor did the wall time: uncapped, the nodes noticed sooner waited
+# that much longer for a BMC slot for their disk step.
+PROBE_CONCURRENCY = 32
+
 
 async def _listening(ip: str, port: int, timeout: float) -> bool:
     """Something accepts TCP connections on ``ip:port`` (within ``timeout``)."""
@@ -105,6 +114,8 @@ class TalosOps:
         self.probe_timeout = probe_timeout
         self.port = port  # apid's port (50000); tests serve a stand-in elsewhere
         self._mtls: ssl.SSLContext | None = None
+        # One per event loop: a semaphore binds to the loop it is first awaited in.
+        self._probe_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def _context(self) -> ssl.SSLContext:
         # Lazily: the talosconfig is written by the configs stage of the same run.
@@ -118,10 +129,17 @@ class TalosOps:
     def _secure(self, ip: str, timeout: float, retry: RetryPolicy | None = None) -> TalosClient:
         return TalosClient(ip, self._context(), port=self.port, timeout=timeout, retry=retry)
 
+    def _probe_slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._probe_slots is None or self._probe_slots[0] is not loop:
+            self._probe_slots = (loop, asyncio.Semaphore(PROBE_CONCURRENCY))
+        return self._probe_slots[1]
+
     async def maintenance_ready(self, ip: str) -> bool:
-        async with TalosClient.maintenance(
-            ip, port=self.port, timeout=self.probe_timeout, retry=_PROBE
-        ) as client:
+        async with (
+            self._probe_slot(),
+            TalosClient.maintenance(ip, port=self.port, timeout=self.probe_timeout, retry=_PROBE) as client,
+        ):
             try:
                 await client.version()
             except TalosApiError:
@@ -135,7 +153,7 @@ class TalosOps:
     async def secure_version(self, ip: str) -> str | None:
         if not await _listening(ip, self.port, self.probe_timeout):
             return None
-        async with self._secure(ip, self.probe_timeout, _PROBE) as client:
+        async with self._probe_slot(), self._secure(ip, self.probe_timeout, _PROBE) as client:
             try:
                 version = await client.version()
             except TalosApiError:

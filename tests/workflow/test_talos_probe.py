@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -62,3 +63,42 @@ def test_a_listening_node_gets_the_real_probe(tmp_path: Path, monkeypatch: pytes
 
     with pytest.raises(Exception, match="missing-talosconfig"):
         asyncio.run(scenario())
+
+
+def test_probes_past_the_connect_hold_a_tls_connection_only_within_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three times the cap of listening nodes probed at once: every probe answers, and no more
+    than ``PROBE_CONCURRENCY`` clients are open at any moment (each is a TLS connection with a
+    256 KiB buffer); the rest wait for a turn. Without the cap all of them were open together."""
+    cap = talos_ops.PROBE_CONCURRENCY
+    open_now = peak = 0
+
+    class Client:
+        async def __aenter__(self) -> Client:
+            nonlocal open_now, peak
+            open_now += 1
+            peak = max(peak, open_now)
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            nonlocal open_now
+            open_now -= 1
+
+        async def version(self) -> SimpleNamespace:
+            await asyncio.sleep(0.02)
+            return SimpleNamespace(tag="v1.9.5")
+
+    async def scenario() -> list[str | None]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ops = TalosOps(tmp_path / "talosconfig", port=port)
+        monkeypatch.setattr(ops, "_secure", lambda ip, timeout, retry=None: Client())
+        try:
+            return await asyncio.gather(*(ops.secure_version("127.0.0.1") for _ in range(3 * cap)))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == ["v1.9.5"] * (3 * cap)
+    assert peak == cap
