@@ -81,12 +81,13 @@ def _portable(node: Node) -> bool:
 
 # BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. A
 # worker's private memory grows to 50-60 MB over a 1,000-node run (its interpreter and libraries,
-# 64 threads, the nodes' entries and sessions). bench-scale's fleet at 1,000 nodes (`up` with its
-# netboot service): in-process 1.70x the ideal wall time and 184 MB; with one worker 1.55-1.65x
-# and 215-225 MB, over the 200 MB target. (Forking the workers from `up`, to share its imported
-# libraries, was measured too: the pages either process writes after the fork get copied, the
-# memory came out the same, the wall about 1 s shorter.) bench-bmc on 2 cores: 1.22x the
-# protocol ideal in-process.
+# of which the inventory model its nodes arrive as is about 26 MB, 64 threads, the nodes' entries
+# and sessions). bench-scale's fleet at 1,000 nodes (`up` with its netboot service), interleaved
+# runs with the Talos probe cap: in-process 1.89-2.12x the ideal wall time and 159 MB; with one
+# worker 1.63-1.91x and 192-196 MB, against the 200 MB target. (Forking the workers from `up`, to
+# share its imported libraries, was measured too: the pages either process writes after the fork
+# get copied, the memory came out the same, the wall about 1 s shorter.) bench-bmc on 2 cores:
+# 1.22-1.34x the protocol ideal in-process.
 DEFAULT_PROCESSES = 0
 
 
