@@ -1,12 +1,14 @@
 """BMC fan-out benchmark: 100 IPMI + 100 Redfish emulated BMCs, 50 ms per round trip, as `up` drives them.
 
 One round for every node: power off -> boot PXE (next boot only) -> power on, each verified, run
-through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its threads, or with
-``--bmc-processes N`` its worker processes as `up --bmc-processes N` runs them, each node's calls in
-the same one; its RackLimiter with `up`'s defaults 32 and 8, its controller settings from the site's
-timeouts and its once-per-run credentials), one call per step as `up`'s node flow makes them: off and
-PXE once with ``keep=True``, so the node's one controller (one IPMI session, one Redfish connection)
-serves its three steps and the power-on closes it (the default, ``--session per-node``).
+through `up`'s own BMC gate (provisioner/workflow/bmcgate.py ``BMCGate.call``: its threads, or its
+worker processes as `up` runs them, by default as many as `up` starts for this many nodes on this
+machine (``default_processes``: one for 200 nodes on 2 cores), ``--bmc-processes N`` to choose,
+each node's calls in the same one; its RackLimiter with `up`'s defaults 32 and 8, its controller
+settings from the site's timeouts and its once-per-run credentials), one call per step as `up`'s
+node flow makes them: off and PXE once with ``keep=True``, so the node's one controller (one IPMI
+session, one Redfish connection) serves its three steps and the power-on closes it (the default,
+``--session per-node``).
 ``--session per-step`` connects, logs in and logs out for every step, as `up` did before, to size
 that difference.
 
@@ -54,7 +56,7 @@ from provisioner.lab.bmc_fleet import BmcFleet, FleetSpec, IpmiBmcSpec, RedfishS
 from provisioner.lab.faults import FaultSpec
 from provisioner.lab.machine import MachineSpec
 from provisioner.workflow import nodeflow
-from provisioner.workflow.bmcgate import DEFAULT_PROCESSES, BMCGate
+from provisioner.workflow.bmcgate import BMCGate, default_processes
 from provisioner.workflow.bmcprocs import BMCProcesses
 
 PASSWORD = "bench-bmc-password"
@@ -160,8 +162,8 @@ def main() -> int:
     ap.add_argument(
         "--bmc-processes",
         type=int,
-        default=DEFAULT_PROCESSES,
-        help="`up --bmc-processes` (default: as `up`)",
+        default=None,
+        help="`up --bmc-processes` (default: as `up` chooses for this many nodes on this machine)",
     )
     ap.add_argument(
         "--emulator-processes",
@@ -200,6 +202,8 @@ def main() -> int:
             nodes = site.nodes
             settings = ControllerSettings.for_node_timeout(site.cluster.timeouts.bmc_command)
             workers = None
+            if args.bmc_processes is None:
+                args.bmc_processes = default_processes(len(nodes))
             if args.bmc_processes > 0:
                 workers = BMCProcesses(args.bmc_processes, site.base_dir, settings, threads=args.concurrency)
                 stack.callback(workers.close)
@@ -210,7 +214,7 @@ def main() -> int:
             )
             print(
                 f"concurrency:      {args.concurrency} global, {args.per_rack} per rack, {args.rack_size} "
-                "nodes per rack, through `up`'s BMC gate"
+                f"nodes per rack, through `up`'s BMC gate, {args.bmc_processes} BMC worker process(es)"
             )
             print(f"round:            off -> PXE once -> on, verified; session {args.session}")
             print(

@@ -141,12 +141,13 @@ def main() -> int:
     per_step, per_node = minimums.bmc_per_step(), minimums.bmc_per_node()
     print(
         f"bench-scale: simulated fleet, BMC latency {BMC_LATENCY * 1000:.0f} ms, boot {BOOT_DELAY:g} s, "
-        f"install {INSTALL_DELAY:g} s; up --bmc-concurrency {CONCURRENCY} --per-rack {PER_RACK}"
+        f"install {INSTALL_DELAY:g} s; up --bmc-concurrency {CONCURRENCY} --per-rack {PER_RACK} "
+        "(BMC worker processes as `up` chooses for the size and this machine)"
     )
     print(
         f"{'nodes':>6} {'ok':>3} {'wall s':>7} {'ideal s':>7} {'ratio':>5} {'CPU ms/node':>11} "
         f"{'RSS MB':>6} {'poll ms':>7} {'events':>7} {'IPMI/node':>9} {'Redfish/node':>12} "
-        f"{'HTTP/node':>9} {'Talos/node':>10}"
+        f"{'HTTP/node':>9} {'Talos/node':>10} {'BMC workers':>11}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         sample = None if args.no_sample or args.profile else Path(tmp) / "up.pyspy"
@@ -159,7 +160,8 @@ def main() -> int:
                 f"{n:>6} {'yes' if r['ok'] else 'NO':>3} {r['wall_s']:7.1f} {r['ideal_s']:7.1f} "
                 f"{r['wall_s'] / r['ideal_s']:5.2f} {r['cpu_ms_per_node']:11.1f} {r['peak_rss_mb']:6.0f} "
                 f"{r['event_poll_ms']:7.2f} {r['event_lines']:7d} {r['bmc_ipmi_per_node']:9.1f} "
-                f"{r['bmc_redfish_per_node']:12.1f} {r['http_per_node']:9.1f} {r['talos_per_node']:10.2f}",
+                f"{r['bmc_redfish_per_node']:12.1f} {r['http_per_node']:9.1f} {r['talos_per_node']:10.2f} "
+                f"{r['bmc_workers']:11d}",
                 flush=True,
             )
         if sample is not None or args.profile:

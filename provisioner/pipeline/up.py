@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..inventory.model import Node, Site
 from ..layout import StateLayout
 from ..state import Phase, StateStore
-from ..workflow.bmcgate import DEFAULT_PROCESSES, BMCGate, Connect
+from ..workflow.bmcgate import BMCGate, Connect, default_processes
 from ..workflow.bmcprocs import BMCProcesses
 from ..workflow.locks import hold_racks
 from ..workflow.progress import Progress
@@ -151,7 +151,7 @@ def up(
     per_rack: int = 8,
     poll: float = 2.0,
     *,
-    bmc_processes: int = DEFAULT_PROCESSES,
+    bmc_processes: int | None = None,
     talos: TalosAccess | None = None,
     bmc_connect: Connect | None = None,
     netboot: NetbootFactory | None = _netboot,
@@ -160,7 +160,8 @@ def up(
 ) -> UpResult:
     """Run the pipeline for the selected ``nodes``. ``talos``, ``bmc_connect`` and ``netboot``
     are the test seams (fake machine API, fake BMC drivers, no netboot service).
-    ``bmc_processes``: BMC worker processes (0: the run's own threads; see ``bmcgate``)."""
+    ``bmc_processes``: BMC worker processes (0: the run's own threads; None: ``bmcgate``'s
+    ``default_processes`` for these nodes and this machine)."""
     started = time.monotonic()
     hosted = site.cluster.bundle_spec.hosted
     if hosted:
@@ -170,6 +171,8 @@ def up(
             raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
     terminated = threading.Event()
+    if bmc_processes is None:
+        bmc_processes = default_processes(sum(1 for n in nodes if n.bmc is not None))
     workers = 0 if hosted or bmc_connect is not None else bmc_processes
     with (
         _bmc_workers(site, workers, bmc_concurrency) as procs,

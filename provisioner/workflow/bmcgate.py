@@ -12,9 +12,10 @@ sockets, keep-alives): at 1,000 nodes the first boot came after 73 s instead of 
 A test injects a fake BMC by passing ``connect``: a factory returning a ``BMCController``
 over a fake ``Driver``, so the controller's retries and verification still run.
 
-With ``processes`` (`up --bmc-processes`; none by default, see ``DEFAULT_PROCESSES``) the calls
-run in that many worker processes instead of this one's threads (``bmcprocs``: the protocol
-libraries' CPU on every core); the limits, slots and passwords stay here. Those calls must pickle
+With ``processes`` (`up --bmc-processes`; by default one for a large fan-out, see
+``default_processes``) the calls run in that many worker processes instead of this one's threads
+(``bmcprocs``: the protocol libraries' CPU on another core); the limits, slots and passwords stay
+here. Those calls must pickle
 (``operator.methodcaller`` or a module-level function); an injected ``connect`` keeps them here.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -79,16 +81,28 @@ def _portable(node: Node) -> bool:
     return getattr(factory, "__module__", "").startswith("provisioner.bmc.")
 
 
-# BMC worker processes of a run unless the operator asks (``up --bmc-processes N``): none. A
-# worker's private memory grows to 50-60 MB over a 1,000-node run (its interpreter and libraries,
-# of which the inventory model its nodes arrive as is about 26 MB, 64 threads, the nodes' entries
-# and sessions). bench-scale's fleet at 1,000 nodes (`up` with its netboot service), interleaved
-# runs with the Talos probe cap: in-process 1.89-2.12x the ideal wall time and 159 MB; with one
-# worker 1.63-1.91x and 192-196 MB, against the 200 MB target. (Forking the workers from `up`, to
-# share its imported libraries, was measured too: the pages either process writes after the fork
-# get copied, the memory came out the same, the wall about 1 s shorter.) bench-bmc on 2 cores:
-# 1.22-1.34x the protocol ideal in-process.
-DEFAULT_PROCESSES = 0
+# BMC worker processes of a run unless the operator says (``up --bmc-processes N``): one for a
+# fan-out of AUTO_PROCESSES_FROM nodes or more on a machine with two cores or more, else none.
+# Below that the run waits on its delays (boots, installs), not on the libraries' CPU: bench-scale's
+# fleet at 100 nodes took 21.5-21.6 s in-process and 20.6-21.7 s with one worker. At 1,000 nodes
+# one process is bound by one core from the first power-off to the last power-on (the protocol
+# libraries and the nodes' own work behind one interpreter lock), and one worker moves the
+# libraries' share to the other core: interleaved runs of bench-scale's fleet (`up` with its
+# netboot service), in-process 2.04-2.11x the ideal wall time and 159 MB, one worker 1.71-1.82x
+# and 194-195 MB (the 200 MB target), two workers 1.65-1.83x and 232 MB. A worker's private memory
+# is 50-60 MB: its interpreter and libraries (pydantic's machinery for the BMC settings, pyghmi,
+# sushy, requests, cryptography), 64 threads, the nodes' entries and sessions. (Forking the
+# workers from `up`, to share its imported libraries, was measured too: the pages either process
+# writes after the fork get copied, the memory came out the same, the wall about 1 s shorter.)
+AUTO_PROCESSES_FROM = 200
+
+
+def default_processes(bmc_nodes: int, cores: int | None = None) -> int:
+    """The BMC worker processes for a run driving ``bmc_nodes`` BMCs on ``cores`` usable cores
+    (default: this process's CPU affinity), when the operator does not choose."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0))
+    return 1 if bmc_nodes >= AUTO_PROCESSES_FROM and cores >= 2 else 0
 
 
 class BMCGate:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from provisioner.lab.fleet import minimums
+from provisioner.workflow.bmcgate import AUTO_PROCESSES_FROM, default_processes
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 50
@@ -75,6 +76,12 @@ def test_every_node_installed_and_the_cluster_formed(result: dict[str, Any]) -> 
     assert all(counts.get("talos.Version", 0) >= 1 for counts in result["per_node"].values())
 
 
+def test_a_small_fan_out_runs_its_bmc_calls_in_up_s_own_threads(result: dict[str, Any]) -> None:
+    # Fewer nodes than ``bmcgate.AUTO_PROCESSES_FROM``: no worker process is worth its memory.
+    assert NODES < AUTO_PROCESSES_FROM
+    assert result["bmc_workers"] == 0
+
+
 def test_bootstrap_exactly_once(result: dict[str, Any]) -> None:
     assert result["bootstraps"] == ["cp1"]
     assert result["talos_calls"]["Bootstrap"] == 1
@@ -126,8 +133,23 @@ def test_bmc_worker_processes_drive_the_fleet_with_one_session_per_visit(tmp_pat
         watcher.join()
     assert out["ok"] and out["_exit"] == 0, out["_uplog"]
     assert len(seen) == 2, f"expected the run's 2 BMC worker processes, saw {sorted(seen)}"
+    assert out["bmc_workers"] == 2  # the fleet's own count: children of `up` running at once
     assert out["installed"] == nodes and out["ready"] == nodes
     assert out["bootstraps"] == ["cp1"]
+    floor = minimums.bmc_per_node()
+    assert floor.ipmi <= out["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
+    assert floor.redfish <= out["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK
+    assert not bmc_workers(), "BMC worker processes outlived the run"
+
+
+def test_a_large_fan_out_gets_one_bmc_worker_process_by_default(tmp_path: Path) -> None:
+    """`up` with no ``--bmc-processes`` on ``AUTO_PROCESSES_FROM`` nodes, on 2 cores or more, runs
+    its BMC calls in one worker process, and the run is the same."""
+    out = run_fleet(tmp_path, AUTO_PROCESSES_FROM)
+    assert out["ok"] and out["_exit"] == 0, out["_uplog"]
+    # 1 on CI's 2 cores; `up` and this test see the same CPU affinity.
+    assert out["bmc_workers"] == default_processes(AUTO_PROCESSES_FROM) == (1 if out["cores"] >= 2 else 0)
+    assert out["ready"] == AUTO_PROCESSES_FROM and out["bootstraps"] == ["cp1"]
     floor = minimums.bmc_per_node()
     assert floor.ipmi <= out["bmc_ipmi_per_node"] <= floor.ipmi * minimums.SLACK
     assert floor.redfish <= out["bmc_redfish_per_node"] <= floor.redfish * minimums.SLACK

@@ -20,6 +20,7 @@ import pytest
 from provisioner.events import EventLog
 from provisioner.inventory.model import Site
 from provisioner.layout import StateLayout
+from provisioner.pipeline import up as up_module
 from provisioner.pipeline.context import RunContext
 from provisioner.pipeline.stages import HARDWARE_STAGES
 from provisioner.pipeline.up import UpResult, up
@@ -305,3 +306,30 @@ def test_machines_replaced_outside_the_tool_are_provisioned_again_not_trusted(tm
     assert result.ok and result.cluster == "formed", result.as_dict()
     assert fresh.calls["bootstrap"] == 1 and sorted(fresh.etcd) == ["cp1", "cp2", "cp3"]
     assert all("pxe" in " ".join(fresh.machines[n.name].log) for n in site.nodes)  # each installed anew
+
+
+def test_up_sizes_its_bmc_workers_by_the_nodes_it_drives_through_a_bmc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ``bmc_processes`` given, `up` asks ``bmcgate.default_processes`` for the nodes with a BMC."""
+    asked: list[int] = []
+
+    def recording(bmc_nodes: int, cores: int | None = None) -> int:
+        asked.append(bmc_nodes)
+        return 0
+
+    monkeypatch.setattr(up_module, "default_processes", recording)
+    site = make_site(tmp_path)
+    world = World(site.nodes, StateLayout(site.state_dir).events)
+    result = up(
+        site,
+        site.nodes,
+        progress_mode="lines",
+        poll=0.02,
+        talos=FakeTalos(world),
+        bmc_connect=world.controller,
+        netboot=None,
+        stages=HARDWARE_STAGES,
+    )
+    assert result.ok, result.as_dict()
+    assert asked == [sum(1 for n in site.nodes if n.bmc is not None)] and asked[0] > 0

@@ -81,6 +81,7 @@ class FleetResult:
     # started (its netboot service, BMC workers if any; ``GroupMemory``), or `up`'s rusage peak if
     # that is larger (the sampling can miss a short peak).
     peak_rss_mb: float
+    bmc_workers: int  # BMC worker processes `up` ran at once (``bmcprocs``; 0: its own threads)
     installed: int  # state records marked installed
     ready: int  # state records in phase ready
     bootstraps: list[str]
@@ -179,6 +180,9 @@ def _kb(text: str, key: str) -> int:
     return 0
 
 
+_BMC_WORKER = b"provisioner.workflow.bmcprocs"  # in a BMC worker process's command line
+
+
 class GroupMemory:
     """The peak memory of `up` and the processes it started (its netboot service, its BMC
     workers), sampled from ``/proc`` every ``interval`` seconds: `up`'s RSS plus each child's
@@ -189,6 +193,7 @@ class GroupMemory:
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid = pid
         self.peak_kb = 0
+        self.bmc_workers = 0  # the most BMC worker processes seen among the children at once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
@@ -208,12 +213,15 @@ class GroupMemory:
             total = _kb(Path(f"/proc/{self.pid}/status").read_text(), "VmRSS:")
         except OSError:
             return 0
+        workers = 0
         for child in self._children():
             try:
                 rollup = Path(f"/proc/{child}/smaps_rollup").read_text()
+                workers += _BMC_WORKER in Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
             total += _kb(rollup, "Private_Clean:") + _kb(rollup, "Private_Dirty:")
+        self.bmc_workers = max(self.bmc_workers, workers)
         return total
 
     def _run(self, interval: float) -> None:
@@ -416,6 +424,7 @@ def run(
         machine_cpu_s=machine_cpu,
         cores=os.cpu_count() or 1,
         peak_rss_mb=max(usage.ru_maxrss / 1024, group_mb),
+        bmc_workers=memory.bmc_workers,
         installed=sum(1 for r in records if r.installed),
         ready=sum(1 for r in records if r.phase is Phase.READY),
         bootstraps=SharedEtcd(plan.etcd_file).bootstraps(),
