@@ -17,6 +17,7 @@ DEADLINE_EXCEEDED, timeouts, refused/reset connections) with bounded jittered ba
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as asyncio_sslproto
 import io
 import ssl
 import tarfile
@@ -61,6 +62,13 @@ __all__ = [
 T = TypeVar("T")
 APID_PORT = 50000
 TRANSIENT_STATUSES = frozenset({Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED})
+
+# asyncio gives every TLS connection a receive buffer of ``SSLProtocol.max_size`` (256 KiB, zeroed,
+# so all of it resident) for the plaintext it drains from OpenSSL per read. A machine-API message
+# is a few KiB and a TLS record at most 16 KiB: 64 KiB per read is plenty. It is the process's
+# setting (asyncio has no per-connection one); `up` holds up to ``talos_ops.PROBE_CONCURRENCY``
+# (32) probes open at once at 1,000 nodes, so 256 KiB each was 8 MB of its peak memory.
+asyncio_sslproto.SSLProtocol.max_size = 64 * 1024
 
 
 # ------------------------------------------------------------------------------------------------

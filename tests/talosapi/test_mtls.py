@@ -185,6 +185,32 @@ def test_kubeconfig_is_unpacked_from_the_chunked_targz(tmp_path: Path, os_ca: pk
     assert asyncio.run(scenario()) == kubeconfig
 
 
+def test_a_connection_holds_a_64_kib_receive_buffer_and_still_carries_a_large_answer(
+    tmp_path: Path, os_ca: pki.KeyPair
+) -> None:
+    # asyncio's default is 256 KiB per TLS connection, all of it resident (client.py); a 1 MiB
+    # answer, 16 times the buffer, is drained from OpenSSL a buffer at a time and arrives whole.
+    import secrets
+
+    kubeconfig = b"apiVersion: v1\nkind: Config\n# " + secrets.token_hex(512 * 1024).encode() + b"\n"
+    backend = RecordingBackend(kubeconfig=kubeconfig)
+    backend.bootstrapped = True
+    cfg = write_talosconfig(tmp_path / "tc", os_ca, pki.new_client_cert(os_ca, "os:admin"), ["127.0.0.1"])
+    buffers: list[int] = []
+
+    async def scenario() -> bytes:
+        async with configured_server(backend, os_ca) as server, _client(cfg, server.port) as client:
+            got = await client.kubeconfig()
+            channel = client._channel
+            assert channel is not None and channel.last_protocol is not None
+            # asyncio's own (private) SSLProtocol behind the transport the channel connected with
+            buffers.append(len(channel.last_protocol.transport._ssl_protocol._ssl_buffer))
+            return got
+
+    assert asyncio.run(scenario()) == kubeconfig
+    assert buffers == [64 * 1024]
+
+
 def test_talosconfig_without_endpoints_needs_an_explicit_one(tmp_path: Path, os_ca: pki.KeyPair) -> None:
     from provisioner.errors import InputError
 
