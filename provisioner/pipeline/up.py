@@ -143,6 +143,14 @@ def _bmc_workers(site: Site, count: int, concurrency: int) -> Iterator[BMCProces
         procs.close()
 
 
+def _bmc_fan_out(site: Site, nodes: list[Node]) -> int:
+    """The nodes this run may still drive through their BMC: one in the inventory, not yet ready
+    (a rerun of a built site for its platform stages touches no BMC and needs no worker). A
+    malformed record raises here, as ``StateStore.check`` would a moment later (exit 2)."""
+    store = StateStore(site.state_dir)
+    return sum(1 for n in nodes if n.bmc is not None and store.node(n.name).phase is not Phase.READY)
+
+
 def up(
     site: Site,
     nodes: list[Node],
@@ -161,7 +169,7 @@ def up(
     """Run the pipeline for the selected ``nodes``. ``talos``, ``bmc_connect`` and ``netboot``
     are the test seams (fake machine API, fake BMC drivers, no netboot service).
     ``bmc_processes``: BMC worker processes (0: the run's own threads; None: ``bmcgate``'s
-    ``default_processes`` for these nodes and this machine)."""
+    ``default_processes`` for the nodes still to drive and this machine)."""
     started = time.monotonic()
     hosted = site.cluster.bundle_spec.hosted
     if hosted:
@@ -171,9 +179,12 @@ def up(
             raise InputError(f"hosted.kubeconfig: {kubeconfig} does not exist")
     result = UpResult()
     terminated = threading.Event()
-    if bmc_processes is None:
-        bmc_processes = default_processes(sum(1 for n in nodes if n.bmc is not None))
-    workers = 0 if hosted or bmc_connect is not None else bmc_processes
+    if hosted or bmc_connect is not None:
+        workers = 0
+    elif bmc_processes is None:
+        workers = default_processes(_bmc_fan_out(site, nodes))
+    else:
+        workers = bmc_processes
     with (
         _bmc_workers(site, workers, bmc_concurrency) as procs,
         _sigterm_interrupts(),

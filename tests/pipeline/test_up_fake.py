@@ -308,28 +308,14 @@ def test_machines_replaced_outside_the_tool_are_provisioned_again_not_trusted(tm
     assert all("pxe" in " ".join(fresh.machines[n.name].log) for n in site.nodes)  # each installed anew
 
 
-def test_up_sizes_its_bmc_workers_by_the_nodes_it_drives_through_a_bmc(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With no ``bmc_processes`` given, `up` asks ``bmcgate.default_processes`` for the nodes with a BMC."""
-    asked: list[int] = []
-
-    def recording(bmc_nodes: int, cores: int | None = None) -> int:
-        asked.append(bmc_nodes)
-        return 0
-
-    monkeypatch.setattr(up_module, "default_processes", recording)
+def test_up_sizes_its_bmc_workers_by_the_nodes_not_yet_ready(tmp_path: Path) -> None:
+    """With no ``bmc_processes`` given, `up` asks ``bmcgate.default_processes`` for the nodes with
+    a BMC that are not ready yet: all of them on a fresh site, none on a rerun of a built one."""
     site = make_site(tmp_path)
-    world = World(site.nodes, StateLayout(site.state_dir).events)
-    result = up(
-        site,
-        site.nodes,
-        progress_mode="lines",
-        poll=0.02,
-        talos=FakeTalos(world),
-        bmc_connect=world.controller,
-        netboot=None,
-        stages=HARDWARE_STAGES,
-    )
-    assert result.ok, result.as_dict()
-    assert asked == [sum(1 for n in site.nodes if n.bmc is not None)] and asked[0] > 0
+    assert all(n.bmc is not None for n in site.nodes)
+    assert up_module._bmc_fan_out(site, site.nodes) == len(site.nodes) == 4
+    assert up_module._bmc_fan_out(site, site.nodes[:2]) == 2  # the run's selection only
+    assert _up(site, _world(site)).ok
+    assert up_module._bmc_fan_out(site, site.nodes) == 0
+    StateStore(site.state_dir).update("w1", phase=Phase.INSTALLED)  # one node back before ready
+    assert up_module._bmc_fan_out(site, site.nodes) == 1
