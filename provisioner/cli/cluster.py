@@ -40,7 +40,7 @@ def register(cli: click.Group) -> None:
     "--bmc-processes",
     type=click.IntRange(0, 64),
     default=None,
-    show_default="1 for 200 or more nodes on 2 or more cores, else 0",
+    show_default="1 for 200 or more nodes still to provision, on 2 or more cores; else 0",
     help="Worker processes for the BMC protocol libraries (0: in this process). More spread "
     "their CPU over the cores for a large fan-out, at 50-60 MB each.",
 )
