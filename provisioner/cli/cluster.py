@@ -23,23 +23,15 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.option(
-    "--bmc-concurrency",
-    type=click.IntRange(1, 1024),
-    default=32,
-    show_default=True,
+    "--bmc-concurrency", type=click.IntRange(1, 1024), default=32, show_default=True,
     help="BMC commands in flight at once (>= 1; 0 would wait forever).",
 )
 @click.option(
-    "--per-rack",
-    type=click.IntRange(1, 1024),
-    default=8,
-    show_default=True,
+    "--per-rack", type=click.IntRange(1, 1024), default=8, show_default=True,
     help="BMC commands in flight per rack (>= 1).",
 )
 @click.option(
-    "--bmc-processes",
-    type=click.IntRange(0, 64),
-    default=None,
+    "--bmc-processes", type=click.IntRange(0, 64), default=None,
     show_default="1 for 200 or more nodes still to provision, on 2 or more cores; else 0",
     help="Worker processes for the BMC protocol libraries (0: in this process). More spread "
     "their CPU over the cores for a large fan-out, at 50-60 MB each.",

@@ -15,8 +15,8 @@ over a fake ``Driver``, so the controller's retries and verification still run.
 With ``processes`` (`up --bmc-processes`; by default one for a large fan-out, see
 ``default_processes``) the calls run in that many worker processes instead of this one's threads
 (``bmcprocs``: the protocol libraries' CPU on another core); the limits, slots and passwords stay
-here. Those calls must pickle
-(``operator.methodcaller`` or a module-level function); an injected ``connect`` keeps them here.
+here. Those calls must pickle (``operator.methodcaller`` or a module-level function); an injected
+``connect`` keeps them here.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ def _portable(node: Node) -> bool:
 # libraries and the nodes' own work behind one interpreter lock), and one worker moves the
 # libraries' share to the other core: interleaved runs of bench-scale's fleet (`up` with its
 # netboot service), in-process 2.04-2.11x the ideal wall time and 159 MB, one worker 1.71-1.82x
-# and 194-195 MB (the 200 MB target), two workers 1.65-1.83x and 232 MB. A worker's private memory
-# is 50-60 MB: its interpreter and libraries (pydantic's machinery for the BMC settings, pyghmi,
-# sushy, requests, cryptography), 64 threads, the nodes' entries and sessions. (Forking the
+# and 194-195 MB (the 200 MB target; 186 MB since the Talos client's TLS buffers are 64 KiB), two
+# workers 1.65-1.83x and 232 MB. The same machine's speed drifts within the hour (the same run
+# took 48 to 75 CPU s of the whole machine), so only interleaved runs compare. A worker's private
+# memory is 50-60 MB: its interpreter and libraries (pydantic's machinery for the BMC settings,
+# pyghmi, sushy, requests, cryptography), 64 threads, the nodes' entries and sessions. (Forking the
 # workers from `up`, to share its imported libraries, was measured too: the pages either process
 # writes after the fork get copied, the memory came out the same, the wall about 1 s shorter.)
 AUTO_PROCESSES_FROM = 200
