@@ -91,7 +91,7 @@ def _portable(node: Node) -> bool:
 # netboot service), in-process 2.04-2.11x the ideal wall time and 159 MB, one worker 1.71-1.82x
 # and 194-195 MB (the 200 MB target; 186 MB since the Talos client's TLS buffers are 64 KiB), two
 # workers 1.65-1.83x and 232 MB. The same machine's speed drifts within the hour (the same run
-# took 48 to 75 CPU s of the whole machine), so only interleaved runs compare. A worker's private
+# took 48 to 78 CPU s of the whole machine), so only interleaved runs compare. A worker's private
 # memory is 50-60 MB: its interpreter and libraries (pydantic's machinery for the BMC settings,
 # pyghmi, sushy, requests, cryptography), 64 threads, the nodes' entries and sessions. (Forking the
 # workers from `up`, to share its imported libraries, was measured too: the pages either process
