@@ -30,6 +30,8 @@ class EtcdCompacted(EtcdGatewayError):
 
 
 GRPC_OUT_OF_RANGE = 11
+GRPC_UNAVAILABLE = 14  # etcd: "leader changed", "request timed out", "no leader"
+RANGE_PATH = "/v3/kv/range"
 
 
 def b64(data: bytes | str) -> str:
@@ -69,15 +71,29 @@ class WatchEvent:
     prev: KV | None
 
 
+async def _skip_trailers(reader: asyncio.StreamReader) -> None:
+    """Consume a chunked body's trailer section, up to and including its empty line.
+
+    etcd's gateway declares ``Trailer: Grpc-Trailer-Content-Type`` on its error answers ("leader
+    changed", "request timed out"), so the last chunk is followed by a trailer field, not straight
+    by the blank line. Left unread, that blank line would open the next answer on the kept-alive
+    connection (a "status line" of '')."""
+    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+        pass
+
+
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "content-length" in headers:
         return await reader.readexactly(int(headers["content-length"]))
     if headers.get("transfer-encoding", "").lower() == "chunked":
         out = bytearray()
         while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            line = await reader.readline()
+            if not line:
+                raise asyncio.IncompleteReadError(bytes(out), None)  # closed mid-body
+            size = int(line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                await reader.readline()
+                await _skip_trailers(reader)
                 return bytes(out)
             out += await reader.readexactly(size)
             await reader.readexactly(2)
@@ -124,7 +140,27 @@ class EtcdGateway:
         self._idle.clear()
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to ``path`` and return the decoded answer; raises EtcdGatewayError."""
+        """POST ``body`` to ``path`` and return the decoded answer; raises EtcdGatewayError.
+
+        Reads (``/v3/kv/range``) that etcd refuses as Unavailable ("leader changed", "request timed
+        out" while a member is lost) are tried again until ``timeout``, as etcd's own Go client
+        (clientv3's retry interceptor) does for immutable requests; writes are not, since a write
+        that timed out may still have been applied."""
+        if path != RANGE_PATH:
+            return await self._call_once(path, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = 0.05
+        while True:
+            try:
+                return await self._call_once(path, body)
+            except EtcdGatewayError as exc:
+                if exc.code != GRPC_UNAVAILABLE or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _call_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         request = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -163,7 +199,7 @@ class EtcdGateway:
 
     async def get(self, key: str) -> tuple[KV | None, int]:
         """(the key's value or None, the store's current revision)."""
-        doc = await self.call("/v3/kv/range", {"key": b64(key)})
+        doc = await self.call(RANGE_PATH, {"key": b64(key)})
         kvs = doc.get("kvs") or []
         return (_kv(kvs[0]) if kvs else None), int(doc["header"].get("revision", 0))
 
@@ -178,12 +214,12 @@ class EtcdGateway:
             body["limit"] = str(limit)
         if revision:
             body["revision"] = str(revision)
-        doc = await self.call("/v3/kv/range", body)
+        doc = await self.call(RANGE_PATH, body)
         return [_kv(k) for k in doc.get("kvs") or []], int(doc["header"]["revision"]), bool(doc.get("more"))
 
     async def count_prefix(self, prefix: str) -> int:
         doc = await self.call(
-            "/v3/kv/range", {"key": b64(prefix), "range_end": prefix_end(prefix), "count_only": True}
+            RANGE_PATH, {"key": b64(prefix), "range_end": prefix_end(prefix), "count_only": True}
         )
         return int(doc.get("count", 0))
 
@@ -249,7 +285,7 @@ class EtcdGateway:
         await self.call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
 
     async def current_revision(self) -> int:
-        doc = await self.call("/v3/kv/range", {"key": b64("/"), "count_only": True})
+        doc = await self.call(RANGE_PATH, {"key": b64("/"), "count_only": True})
         return int(doc["header"]["revision"])
 
     # --- watch -----------------------------------------------------------------------------------
