@@ -301,3 +301,38 @@ def test_reads_survive_a_leader_change_of_a_real_etcd(
     assert done > 100
     assert not read_errors, f"reads failed across the leader change: {dict(read_errors)}"
     assert all(k.startswith(f"{GRPC_UNAVAILABLE}: etcdserver: ") for k in write_errors), dict(write_errors)
+
+
+def test_the_api_stand_in_reads_a_chunked_request_with_trailers_and_keeps_the_connection() -> None:
+    """The same rule on the server side (``httpd``): a client's chunked request with a trailer field,
+    then a second request on the connection; both reach the handler whole."""
+    from provisioner.lab.kube.httpd import HttpServer, Request, Response, Stream
+
+    seen: list[tuple[str, bytes]] = []
+
+    async def handler(req: Request, stream: Stream) -> Response:
+        seen.append((req.path, req.body))
+        return Response(200, b"{}")
+
+    async def run() -> bytes:
+        server = HttpServer(handler, None)
+        port = await server.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Check\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Check: 1\r\n\r\n"
+            b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+        )
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"{}"):
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break  # the server closed the connection
+            answers += chunk
+        writer.close()
+        await server.close()
+        return answers
+
+    answers = asyncio.run(run())
+    assert seen == [("/first", b"hello"), ("/second", b"ok")]
+    assert answers.count(b"HTTP/1.1 200 ") == 2

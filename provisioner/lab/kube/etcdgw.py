@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from .httpd import skip_trailers
+
 
 class EtcdGatewayError(Exception):
     """etcd answered with an error or could not be reached; ``code`` is the gRPC code when known."""
@@ -71,17 +73,6 @@ class WatchEvent:
     prev: KV | None
 
 
-async def _skip_trailers(reader: asyncio.StreamReader) -> None:
-    """Consume a chunked body's trailer section, up to and including its empty line.
-
-    etcd's gateway declares ``Trailer: Grpc-Trailer-Content-Type`` on its error answers ("leader
-    changed", "request timed out"), so the last chunk is followed by a trailer field, not straight
-    by the blank line. Left unread, that blank line would open the next answer on the kept-alive
-    connection (a "status line" of '')."""
-    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-        pass
-
-
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "content-length" in headers:
         return await reader.readexactly(int(headers["content-length"]))
@@ -93,7 +84,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
                 raise asyncio.IncompleteReadError(bytes(out), None)  # closed mid-body
             size = int(line.split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                await _skip_trailers(reader)
+                await skip_trailers(reader)
                 return bytes(out)
             out += await reader.readexactly(size)
             await reader.readexactly(2)

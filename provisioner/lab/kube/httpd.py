@@ -96,6 +96,17 @@ class Stream:
 Handler = Callable[[Request, Stream], Awaitable[Response | None]]
 
 
+async def skip_trailers(reader: asyncio.StreamReader) -> None:
+    """Consume a chunked body's trailer section, up to and including its empty line.
+
+    A message may carry trailer fields after its last chunk (RFC 9112 7.1.2); etcd's gateway does on
+    its error answers (``Grpc-Trailer-Content-Type``). Left unread, they and their blank line would
+    open the next message on the kept-alive connection (the stand-in's etcd client once read a
+    status line of '' there)."""
+    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+        pass
+
+
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -119,7 +130,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         while True:
             size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                await reader.readline()
+                await skip_trailers(reader)
                 break
             parts += await reader.readexactly(size)
             await reader.readexactly(2)
