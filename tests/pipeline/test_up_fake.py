@@ -313,9 +313,10 @@ def test_up_sizes_its_bmc_workers_by_the_nodes_not_yet_ready(tmp_path: Path) -> 
     a BMC that are not ready yet: all of them on a fresh site, none on a rerun of a built one."""
     site = make_site(tmp_path)
     assert all(n.bmc is not None for n in site.nodes)
-    assert up_module._bmc_fan_out(site, site.nodes) == len(site.nodes) == 4
-    assert up_module._bmc_fan_out(site, site.nodes[:2]) == 2  # the run's selection only
+    store = StateStore(site.state_dir)  # one store, as `up` shares it with its record check
+    assert up_module._bmc_fan_out(store, site.nodes) == len(site.nodes) == 4
+    assert up_module._bmc_fan_out(store, site.nodes[:2]) == 2  # the run's selection only
     assert _up(site, _world(site)).ok
-    assert up_module._bmc_fan_out(site, site.nodes) == 0
+    assert up_module._bmc_fan_out(store, site.nodes) == 0  # records written since: read again
     StateStore(site.state_dir).update("w1", phase=Phase.INSTALLED)  # one node back before ready
-    assert up_module._bmc_fan_out(site, site.nodes) == 1
+    assert up_module._bmc_fan_out(store, site.nodes) == 1
