@@ -117,6 +117,39 @@ def test_ensure_secrets_creates_once_0600_and_never_overwrites(make_site) -> Non
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".secrets.yaml.")]  # no temp files left
 
 
+def test_a_bundle_is_parsed_once_per_version_of_its_file(
+    make_site, monkeypatch: pytest.MonkeyPatch, bundle: SecretsBundle
+) -> None:
+    """The secrets and configs stages of one `up` both need the bundle: the file this process
+    wrote, or read and has not seen change, is not parsed (every key validated) again; a replaced
+    file is."""
+    import provisioner.talos.secrets as secrets_module
+
+    parsed: list[str] = []
+    real_parse = secrets_module.parse_secrets
+
+    def counting_parse(data: bytes, source: str) -> SecretsBundle:
+        parsed.append(source)
+        return real_parse(data, source)
+
+    monkeypatch.setattr(secrets_module, "parse_secrets", counting_parse)
+    site = make_site(with_secrets=False)
+    path = site.state_dir / "secrets.yaml"
+    generated = ensure_secrets(site)
+    assert load_secrets(path) is generated and ensure_secrets(site) is generated
+    assert parsed == []
+    replaced = path.with_name("replacement.yaml")
+    replaced.write_bytes(bundle.to_yaml())
+    os.chmod(replaced, 0o600)
+    os.replace(replaced, path)  # the operator restores another bundle: a new file
+    assert load_secrets(path).to_dict() == bundle.to_dict()
+    assert load_secrets(path).to_dict() == bundle.to_dict()
+    assert parsed == [str(path.absolute())]
+    path.write_bytes(b"certs: {}\n")  # edited in place: its size and time change
+    with pytest.raises(InputError):
+        load_secrets(path)
+
+
 def test_import_gives_the_same_cas_and_refuses_different_ones(make_site, tmp_path: Path,
                                                               bundle: SecretsBundle) -> None:
     site = make_site(with_secrets=False)
