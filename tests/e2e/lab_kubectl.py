@@ -38,19 +38,21 @@ def kubectl_json(lab: LabRun, *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-def vip_holder(lab: LabRun) -> str:
-    """Which control plane holds the VIP election key (read from etcd through the VIP)."""
+def vip_holder(lab: LabRun, timeout: float = 5.0) -> str:
+    """Which control plane holds the VIP election key (read from etcd through the VIP); ''
+    when nothing answers there within ``timeout`` seconds."""
     body = json.dumps({"key": base64.b64encode(f"/standin/vip/{VIP}".encode()).decode()})
     code = (
         "import sys, urllib.request\n"
         "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode())\n"
         "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
-        "print(opener.open(req, timeout=5).read().decode())\n"
+        "print(opener.open(req, timeout=float(sys.argv[3])).read().decode())\n"
     )
     try:
         res = subprocess.run(
             netns.exec_argv(
-                lab.namespace, [sys.executable, "-c", code, f"http://{VIP}:2379/v3/kv/range", body]
+                lab.namespace,
+                [sys.executable, "-c", code, f"http://{VIP}:2379/v3/kv/range", body, str(timeout)],
             ),
             capture_output=True,
             text=True,
@@ -64,14 +66,14 @@ def vip_holder(lab: LabRun) -> str:
     return base64.b64decode(kvs[0]["value"]).decode() if kvs else ""
 
 
-def wait_for(what: str, timeout: float, probe: Any) -> Any:
+def wait_for(what: str, timeout: float, probe: Any, interval: float = 2.0) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
             return last
-        time.sleep(2)
+        time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 

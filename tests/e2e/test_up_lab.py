@@ -293,7 +293,15 @@ def test_vip_moves_when_its_holder_is_powered_off(lab: LabRun) -> None:
     res = lab.tool("--node", holder, "power", "off")
     assert res.returncode == 0, res.stderr
     off_at = time.monotonic()
-    new = wait_for("another VIP holder", 30, lambda: (h := vip_holder(lab)) and h != holder and h)
+    # Probed often and briefly: while the VIP has no holder a read through it hangs to its
+    # timeout, and 5 s reads 2 s apart saw a move up to 7 s after it happened.
+    new = wait_for(
+        "another VIP holder",
+        30,
+        lambda: (h := vip_holder(lab, timeout=1.0)) and h != holder and h,
+        interval=0.5,
+    )
+    claimed = time.monotonic() - off_at
     answered = wait_for(
         "kubectl through the moved VIP", 40, lambda: kubectl(lab, "get", "--raw", "/version").returncode == 0
     )
@@ -302,7 +310,9 @@ def test_vip_moves_when_its_holder_is_powered_off(lab: LabRun) -> None:
     assert moved <= 30, f"the VIP took {moved:.0f}s to move"
     got = kubectl(lab, "-n", "default", "get", "configmap", "before-failover", "-o", "jsonpath={.data.k}")
     assert got.returncode == 0 and got.stdout == "v", got.stderr
-    print(f"VIP moved from {holder} to {new} in {moved:.1f} s")
+    print(
+        f"VIP moved from {holder} to {new}: held after {claimed:.1f} s, kubectl answered after {moved:.1f} s"
+    )
 
 
 DEAD_BMC_PORT = 6299  # nothing listens there: w1's BMC is unreachable for the whole run
