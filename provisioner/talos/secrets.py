@@ -206,9 +206,9 @@ def _version(path: Path) -> tuple[int, int, int] | None:
 def load_secrets(path: Path) -> SecretsBundle:
     """Read a secrets bundle written by this tool or by ``talosctl gen secrets``; a file this
     process has already read or written, unchanged since, is not parsed again."""
-    path = Path(path).absolute()
+    path = Path(path)
     version = _version(path)  # taken before the read: a file replaced meanwhile is read again next time
-    known = _known.get(path)
+    known = _known.get(path.absolute())
     if version is not None and known is not None and known[0] == version:
         return known[1]
     try:
@@ -217,7 +217,7 @@ def load_secrets(path: Path) -> SecretsBundle:
         raise InputError(f"{path}: cannot read secrets bundle: {exc.strerror}") from None
     bundle = parse_secrets(data, str(path))
     if version is not None:
-        _known[path] = (version, bundle)
+        _known[path.absolute()] = (version, bundle)
     return bundle
 
 
