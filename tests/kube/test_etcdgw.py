@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -23,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.lab.kube.etcdgw import GRPC_UNAVAILABLE, EtcdGateway, EtcdGatewayError, b64
+from provisioner.lab.kube.host import free_port
+from provisioner.lab.standin.etcd import Etcd, EtcdSettings
 
 LEADER_CHANGED = json.dumps(
     {"error": "etcdserver: leader changed", "message": "etcdserver: leader changed", "code": 14}
@@ -173,16 +172,6 @@ def test_a_read_gives_up_at_its_timeout() -> None:
 # --- a real 3-member etcd whose leader stops -------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _status(url: str) -> dict[str, object]:
     req = urllib.request.Request(f"{url}/v3/maintenance/status", data=b"{}")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -192,75 +181,50 @@ def _status(url: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def etcd_cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
-    if shutil.which("etcd") is None:
-        pytest.fail("etcd is not installed: run `make setup` (scripts/setup.sh installs etcd-server)")
-    ports = _free_ports(6)
-    clients = [f"http://127.0.0.1:{p}" for p in ports[:3]]
-    peers = [f"http://127.0.0.1:{p}" for p in ports[3:]]
-    cluster = ",".join(f"m{i}={peers[i]}" for i in range(3))
-    procs = []
-    for i in range(3):
-        procs.append(
-            subprocess.Popen(
-                [
-                    "etcd",
-                    "--name",
-                    f"m{i}",
-                    "--data-dir",
-                    str(tmp_path / f"m{i}"),
-                    "--listen-client-urls",
-                    clients[i],
-                    "--advertise-client-urls",
-                    clients[i],
-                    "--listen-peer-urls",
-                    peers[i],
-                    "--initial-advertise-peer-urls",
-                    peers[i],
-                    "--initial-cluster",
-                    cluster,
-                    "--initial-cluster-state",
-                    "new",
-                    "--heartbeat-interval",
-                    "100",
-                    "--election-timeout",
-                    "1000",
-                ],
-                stdout=(tmp_path / f"m{i}.log").open("wb"),
-                stderr=subprocess.STDOUT,
+def etcd_cluster(tmp_path: Path) -> Iterator[list[Etcd]]:
+    """Three members formed as the lab's control planes form them (``lab/standin/etcd``: bootstrap
+    one, the others join as learners and are promoted), with etcd's default 100/1000 ms timing."""
+    timing = (("heartbeat-interval", "100"), ("election-timeout", "1000"))
+    members = [
+        Etcd(
+            EtcdSettings(
+                name=f"m{i}",
+                address="127.0.0.1",
+                data_dir=tmp_path / f"m{i}",
+                log_path=tmp_path / f"m{i}.log",
+                client_port=free_port(),
+                peer_port=free_port(),
+                extra_args=timing,
             )
         )
+        for i in range(3)
+    ]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if all(int(_status(u)["leader"]) for u in clients):  # type: ignore[call-overload]
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the 3-member etcd did not elect a leader in 30 s"
-            time.sleep(0.2)
-        yield clients, procs
+        members[0].bootstrap(timeout=60)
+        for m in members[1:]:
+            assert m.join([members[0].s.client_url], timeout=60, interval=0.2)
+        yield members
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGCONT)
-            p.kill()
-            p.wait()
+        for m in members:
+            if m._proc is not None:
+                m._proc.send_signal(signal.SIGCONT)
+            m.stop()
 
 
 def test_reads_survive_a_leader_change_of_a_real_etcd(
-    etcd_cluster: tuple[list[str], list[subprocess.Popen[bytes]]],
+    etcd_cluster: list[Etcd],
 ) -> None:
     """The leader is frozen (SIGSTOP) for 3 s while 12 clients read and write through the two other
     members: every read answers (after the new leader takes over); writes may fail with etcd's own
     Unavailable errors, and nothing fails with anything else."""
-    clients, procs = etcd_cluster
+    statuses = [_status(m.s.client_url) for m in etcd_cluster]
     leader = next(
-        i
-        for i, u in enumerate(clients)
-        if (st := _status(u))["leader"] == st["header"]["member_id"]  # type: ignore[index]
+        m._proc
+        for m, st in zip(etcd_cluster, statuses, strict=True)
+        if st["leader"] == st["header"]["member_id"]  # type: ignore[index]
     )
-    others = [u for i, u in enumerate(clients) if i != leader]
+    assert leader is not None
+    others = [m.s.client_url for m in etcd_cluster if m._proc is not leader]
 
     async def run() -> tuple[int, Counter[str], Counter[str]]:
         gws = [EtcdGateway(u, pool_size=6) for u in others]
@@ -287,9 +251,9 @@ def test_reads_survive_a_leader_change_of_a_real_etcd(
 
         tasks = [asyncio.create_task(client(gws[n % 2], n)) for n in range(12)]
         await asyncio.sleep(1)
-        procs[leader].send_signal(signal.SIGSTOP)
+        leader.send_signal(signal.SIGSTOP)
         await asyncio.sleep(3)
-        procs[leader].send_signal(signal.SIGCONT)
+        leader.send_signal(signal.SIGCONT)
         await asyncio.sleep(2)
         stop.set()
         await asyncio.gather(*tasks)
