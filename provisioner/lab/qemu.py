@@ -344,7 +344,8 @@ class QemuMachine:
         for sock in (self.spec.qmp_socket, self.spec.events_socket):
             with contextlib.suppress(FileNotFoundError):
                 sock.unlink()
-        argv = exec_argv(self.spec.namespace, qemu_argv(self.spec, setting))
+        qemu = qemu_argv(self.spec, setting)
+        argv = exec_argv(self.spec.namespace, qemu)
         with open(self.spec.console_log, "ab") as fh:
             fh.write(
                 f"\n=== pvlab: power on {time.strftime('%H:%M:%S')} boot {boot_order(setting)} "
@@ -363,6 +364,9 @@ class QemuMachine:
                 "persistent": setting.persistent,
                 "uefi": setting.uefi,
                 "time": time.time(),
+                # What this boot was started with: the process itself may be gone by the time a
+                # reader looks (a guest reboot ends it under -no-reboot, and a new one starts).
+                "cmdline": " ".join(qemu),
             }
         )
         self._write_status()
