@@ -22,6 +22,7 @@ import json
 import logging
 import shlex
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class RackLink:
         self.where = ""
         self.reconnects = 0
         self.merged = 0
-        self._stop = threading.Event()
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._channel: paramiko.Channel | None = None
 
@@ -102,13 +103,19 @@ class RackLink:
         return result
 
     def close(self) -> None:
-        self._stop.set()
-        chan = self._channel
-        if chan is not None:
-            with contextlib.suppress(Exception):
-                chan.close()
+        """End the link with a last handshake: the node states as they are now are sent, the
+        follower is told the session ends (EOF) and its exit awaited, so the boot server has
+        applied them before the run ends. A state written in the last second of a run (a node
+        recorded installed just before ``up`` returned) was otherwise never sent, and a kept
+        boot server reinstalled that node at its next network boot."""
+        self._closing.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=3 * self.timeout)
+            chan = self._channel
+            if self._thread.is_alive() and chan is not None:  # a hung session: do not hold the run
+                with contextlib.suppress(Exception):
+                    chan.close()
+                self._thread.join(timeout=5)
         if not self.keep and self.root:
             try:
                 remote.remote_stop(self.site, self.rack, self.events, remote_dir=self.root)
@@ -125,13 +132,26 @@ class RackLink:
     # -- the link ----------------------------------------------------------------------------
     def _run(self) -> None:
         delay = BACKOFF_FIRST
-        while not self._stop.is_set():
+        last_chance = False  # close() came while the link was down: one more session to hand over
+        while True:
             try:
                 self._follow_once()
-                delay = BACKOFF_FIRST
+                return  # only close()'s final handshake ends a session without an error
             except Exception as exc:  # SSH or network trouble: back off and resume from the cursor
-                if self._stop.is_set():
-                    return
+                if self._closing.is_set():
+                    if last_chance:
+                        reason = str(exc)[:200]
+                        self.events.append(LINK_EVENT, None, "unsynced", rack=self.rack, reason=reason)
+                        log.warning(
+                            "rack %s: the last node states may not have reached %s (%s); "
+                            "`netboot push` sends them again",
+                            self.rack,
+                            self.target.label,
+                            exc,
+                        )
+                        return
+                    last_chance = True
+                    continue
                 self.events.append(LINK_EVENT, None, "dropped", rack=self.rack, reason=str(exc)[:200])
                 log.info(
                     "rack %s: link to %s dropped (%s); retry in %.1fs",
@@ -140,8 +160,7 @@ class RackLink:
                     exc,
                     delay,
                 )
-            if self._stop.wait(delay):
-                return
+            self._closing.wait(delay)  # close() cuts the back-off short: the handover is due now
             delay = min(delay * 2, BACKOFF_MAX)
             self.reconnects += 1
 
@@ -165,19 +184,40 @@ class RackLink:
             self.events.append(LINK_EVENT, None, "connected", rack=self.rack, after=cursor["last_id"])
             sent: dict[str, bool] = {}
             buf = b""
-            while not self._stop.is_set():
+            while True:
+                closing = self._closing.is_set()  # read before the send: no change can slip past
                 self._send_states(chan, sent)
-                try:
-                    data = chan.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
+                if closing:
+                    chan.shutdown_write()  # EOF: the follower applies what it read, then exits
+                    deadline = time.monotonic() + self.timeout
+                    ended = False
+                    while not ended:
+                        if time.monotonic() > deadline:
+                            raise ConnectionError("the follow session did not end after its input did")
+                        buf, ended = self._receive(chan, buf, cursor_path)
+                    status = chan.recv_exit_status()
+                    if status != 0:
+                        raise ConnectionError(f"the follow session ended with exit {status}")
+                    return
+                buf, ended = self._receive(chan, buf, cursor_path)
+                if ended:
                     raise ConnectionError(f"the follow session ended (exit {chan.recv_exit_status()})")
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._merge(cursor_path, line)
+
+    def _receive(self, chan: paramiko.Channel, buf: bytes, cursor_path: Path) -> tuple[bytes, bool]:
+        """Merge the complete event lines that arrive within the channel's timeout. Returns the
+        incomplete tail, to be continued, and whether the follower's output has ended."""
+        try:
+            data = chan.recv(65536)
+        except TimeoutError:
+            return buf, False
+        if not data:
+            return buf, True
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._merge(cursor_path, line)
+        return buf, False
 
     def _send_states(self, chan: paramiko.Channel, sent: dict[str, bool]) -> None:
         """Every rack node's installed flag on connect, then each change as it happens."""

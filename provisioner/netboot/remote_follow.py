@@ -11,7 +11,8 @@ as long as the SSH session that started it:
   true}``), written at once to ``node-states.json``, which the serving agent reads on each
   request. An installed node is answered "boot from disk" without a re-push.
 
-When stdin closes (the session ended) the follower exits; the agent keeps serving.
+When stdin closes (the session ended) the follower sends what was written up to then and exits;
+the agent keeps serving.
 """
 
 from __future__ import annotations
@@ -65,10 +66,13 @@ def follow(root: Path, offset: int, after: int, stdin: TextIO = sys.stdin, out: 
     threading.Thread(target=_read_changes, args=(root, stdin, done), daemon=True).start()
     path = StateLayout(root).events
     inode = None
-    while not done.is_set():
+    while True:
+        finished = done.is_set()  # read first: the pass below still sends what came before the end
         try:
             st = path.stat()
         except FileNotFoundError:
+            if finished:
+                break
             time.sleep(POLL)
             continue
         if (inode is not None and st.st_ino != inode) or st.st_size < offset:
@@ -93,5 +97,7 @@ def follow(root: Path, offset: int, after: int, stdin: TextIO = sys.stdin, out: 
                 after = rid
             out.flush()
             offset += end
+        if finished:
+            break
         time.sleep(POLL)
     return 0

@@ -275,6 +275,40 @@ def test_a_killed_session_is_resumed_with_no_event_lost_or_repeated(rack: Rack) 
     assert "dropped" in kinds and kinds.count("connected") >= 2
 
 
+def _remote_states(rack: Rack) -> dict[str, Any]:
+    path = rack.remote / "node-states.json"
+    return json.loads(path.read_text()) if path.exists() else {}  # type: ignore[no-any-return]
+
+
+def test_a_state_recorded_just_before_close_reaches_a_kept_boot_server(rack: Rack) -> None:
+    """The run's last state change (a node recorded installed, then ``up`` returns at once) is
+    on the boot server when ``close`` returns: a kept boot server then answers it "boot from
+    disk". Sent only on the link's next turn, it was lost when the run ended first."""
+    with rack.link(keep=True):
+        _wait("the follow process", lambda: _follow_pid(rack.remote))
+        time.sleep(1.5)  # the link idles in its receive: no turn is due
+        rack.store.update("w2", installed=True)
+    assert _remote_states(rack).get("w2") == {"installed": True}
+    assert b"local disk" in rack.get("/node.ipxe?mac=52:54:00:cc:00:02")[1]
+    log = [json.loads(x) for x in (rack.site.state_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in log if e["kind"] == "netboot.remote"] == ["connected"]
+
+
+def test_a_state_recorded_while_the_link_is_down_is_handed_over_at_close(rack: Rack) -> None:
+    """``close`` while the session is down (its sshd child killed, the link backing off): one
+    more session carries the states over, and the events written meanwhile are merged too."""
+    with rack.link(keep=True) as link:
+        pid = _wait("the follow process", lambda: _follow_pid(rack.remote))
+        sshd_child = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(sshd_child, signal.SIGKILL)
+        _wait("the drop", lambda: link._channel is not None and link._channel.closed)
+        rack.get("/node.ipxe?mac=52:54:00:cc:00:01")  # an event while the link is down
+        rack.store.update("cp1", installed=True)
+    assert _remote_states(rack).get("cp1") == {"installed": True}
+    assert b"local disk" in rack.get("/node.ipxe?mac=52:54:00:cc:00:01")[1]
+    assert [e["data"]["remote"]["id"] for e in rack.local()] == [1]  # merged by the last session
+
+
 def _unreachable(site: Site) -> tuple[Site, int]:
     """The site with every boot server moved to a port nothing listens on."""
     dead = _free_port()

@@ -385,6 +385,10 @@ def test_two_racks_in_parallel_form_the_cluster_with_rack2_through_its_boot_serv
     assert "standin.boot=disk" in console[installed:]
     pushed = json.loads((racks_lab.remote_dir / "manifest.json").read_text())
     assert [(n["name"], n["answer"]) for n in pushed["nodes"]] == [("w1", "install")]  # as pushed
+    # ... and w1's install reached the kept boot server before r2's run returned (the link's
+    # last handover): its next network boot is answered from the disk without a re-push.
+    states = json.loads((racks_lab.remote_dir / "node-states.json").read_text())
+    assert states.get("w1") == {"installed": True}, states
 
 
 def _w1_story(racks_lab: RacksLab, console_from: int, events_from: int) -> str:
