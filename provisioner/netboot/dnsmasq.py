@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,29 @@ def check(text: str, paths: Paths) -> None:
         )
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _enables_tftp(conf: Path) -> bool:
+    try:
+        return any(line.strip() == "enable-tftp" for line in conf.read_text().splitlines())
+    except OSError:
+        return False
+
+
 class Dnsmasq:
     """One dnsmasq process for a rendered config. ``prefix`` runs it under a wrapper,
     e.g. ``["ip", "netns", "exec", NAME]`` to serve inside a network namespace."""
@@ -309,6 +333,7 @@ class Dnsmasq:
         started = threading.Event()
         failure: list[BaseException] = []
         self._stopping = False
+        log_from = _size(self.paths.log)  # this start's lines follow: the log is appended to
 
         def keeper() -> None:
             try:
@@ -335,13 +360,22 @@ class Dnsmasq:
         started.wait()
         if failure:
             raise OperationError(f"cannot start dnsmasq: {failure[0]}")
-        # dnsmasq reports bind/permission errors on stderr and exits at once.
+        # dnsmasq reports bind/permission errors on stderr and exits at once. It binds its sockets
+        # before it logs "started", and checks the TFTP root (exiting if it is missing) just before
+        # it logs "TFTP root is": the last of those lines this config makes means it is serving.
+        # One not seen within 0.5 s while dnsmasq still runs (a build that words it otherwise) is
+        # taken as started, as every start was before: a fixed 0.5 s, half the netboot stage.
         assert self._proc is not None
-        try:
-            self._proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            return
+        ready = b"TFTP root is " if _enables_tftp(self.paths.conf) else b"started, version "
+        deadline = time.monotonic() + 0.5
+        while self._proc.poll() is None:
+            if time.monotonic() > deadline or ready in _read_from(self.paths.log, log_from):
+                return
+            time.sleep(0.01)
         err = self.paths.stderr.read_text(errors="replace").strip() if self.paths.stderr.exists() else ""
+        if not err:  # said in its log (log-facility) instead: this start's last lines, without the stamp
+            said = _read_from(self.paths.log, log_from).decode(errors="replace").strip().splitlines()
+            err = " | ".join(line.split(": ", 1)[-1] for line in said[-3:])
         raise OperationError(
             f"dnsmasq failed to start (exit {self._proc.returncode}): {err or 'see ' + str(self.paths.log)}"
         )

@@ -9,7 +9,10 @@ small daemon (``python -m provisioner.netboot.shared serve``) started by the fir
   daemon has reloaded with its nodes: ``served`` in the registry says so);
 - a run that leaves, or dies (its pid is gone), drops out of the registry;
 - the daemon stops when no run is left, and clears itself from the registry while holding
-  the lock, so a run arriving at that moment starts a fresh one on a free port.
+  the lock, so a run arriving at that moment starts a fresh one on a free port;
+- a run may start it early (``warm``: registered with no nodes yet), so that its interpreter,
+  imports and inventory load overlap the run's secrets and machine-configs stages: it serves
+  nothing, and binds no port, until a run registers nodes.
 
 The daemon runs in the caller's network namespace and dies with nothing: it outlives the
 run that started it exactly as long as another run still needs it.
@@ -36,7 +39,8 @@ from ..state import StateStore
 
 log = logging.getLogger(__name__)
 
-POLL = 0.5
+POLL = 0.1  # the daemon's look at the registry: a read under the lock, a write only on change
+IDLE_STOP = 1.0  # seconds with no run registered before the daemon stops
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,6 +75,12 @@ def _read(path: Path) -> dict[str, Any]:
     return reg
 
 
+def _listed(names: list[str], most: int = 8) -> str:
+    """A log line's worth of node names: a 1,000-node site's full list was one 9 kB line."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names) - most} more)"
+
+
 def _write(path: Path, reg: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(reg, sort_keys=True) + "\n", mode=0o600)
 
@@ -87,6 +97,18 @@ class SharedNetboot(contextlib.AbstractContextManager["SharedNetboot"]):
         self.me = str(os.getpid())
         self.started_daemon = False
 
+    def warm(self) -> None:
+        """Register this run with no nodes yet, starting the daemon if none runs: it loads while
+        the run does other work, and ``__enter__`` later finds it ready to serve. A run that
+        never enters leaves with ``leave`` (or by dying: its pid drops out)."""
+        with locked(self.lock):
+            reg = _read(self.registry)
+            reg["users"].setdefault(self.me, [])
+            if reg["daemon"] is None:
+                reg["daemon"], reg["served"] = self._spawn(), []
+                self.started_daemon = True
+            _write(self.registry, reg)
+
     def __enter__(self) -> SharedNetboot:
         names = sorted(n.name for n in self.nodes)
         with locked(self.lock):
@@ -101,15 +123,15 @@ class SharedNetboot(contextlib.AbstractContextManager["SharedNetboot"]):
             with locked(self.lock):
                 reg = _read(self.registry)
             if reg["daemon"] is None:
-                self._leave()
+                self.leave()
                 tail = " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
                 raise OperationError(f"the site's netboot service did not start: {tail} (see {self.log})")
             if set(names) <= set(reg["served"]):
                 return self
             if time.monotonic() > deadline:
-                self._leave()
+                self.leave()
                 raise OperationError(f"the site's netboot service did not take this run's nodes ({self.log})")
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     def _spawn(self) -> int:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the daemon
@@ -121,14 +143,14 @@ class SharedNetboot(contextlib.AbstractContextManager["SharedNetboot"]):
         logf.close()
         return proc.pid
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
         with locked(self.lock):
             reg = _read(self.registry)
             reg["users"].pop(self.me, None)
             _write(self.registry, reg)
 
     def __exit__(self, *exc: object) -> None:
-        self._leave()
+        self.leave()
 
 
 def serve(inventory: Path, options: dict[str, Any]) -> int:
@@ -146,6 +168,7 @@ def serve(inventory: Path, options: dict[str, Any]) -> int:
     service: NetbootService | None = None
     served: list[str] = []
     empty_since: float | None = None
+    seen: dict[str, Any] = {}  # the registry as this daemon last wrote it
     me = os.getpid()
     try:
         while True:
@@ -157,7 +180,7 @@ def serve(inventory: Path, options: dict[str, Any]) -> int:
                 wanted = sorted({n for names in reg["users"].values() for n in names if n in by_name})
                 if not reg["users"]:
                     empty_since = empty_since or time.monotonic()
-                    if time.monotonic() - empty_since >= 2 * POLL:
+                    if time.monotonic() - empty_since >= IDLE_STOP:
                         if service is not None:
                             service.stop()  # the port is free before the registry says so
                             service = None
@@ -175,9 +198,11 @@ def serve(inventory: Path, options: dict[str, Any]) -> int:
                     else:
                         service.reload(site, nodes)
                     served = wanted
-                    log.info("serving %s", ", ".join(served))
+                    log.info("serving %d nodes: %s", len(served), _listed(served))
                 reg["served"] = served
-                _write(registry, reg)
+                if reg != seen:  # a write (and its fsync) only on change
+                    _write(registry, reg)
+                    seen = reg
             time.sleep(POLL)
     except Exception as exc:
         log.error("failed: %s", exc)

@@ -153,3 +153,31 @@ def test_two_runs_share_one_service_which_stops_when_the_last_leaves(tmp_path: P
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_a_warmed_daemon_waits_unbound_and_serves_once_the_run_enters(tmp_path: Path) -> None:
+    """``warm`` starts the daemon before the run has nodes to serve (``up`` does so before its first
+    stage): it loads but binds nothing; entering then registers the nodes and the already running
+    daemon serves them; leaving stops it."""
+    from provisioner.netboot.shared import SharedNetboot
+
+    port = _free_port()
+    site = load_inventory(_site(tmp_path, port)).site
+    member = SharedNetboot(site, site.nodes, http_port=port, dhcp=False, assets_root=str(tmp_path / "assets"))
+    member.warm()
+    try:
+        reg = _registry(tmp_path)
+        daemon = reg["daemon"]
+        assert reg["users"] == {str(os.getpid()): []} and daemon is not None
+        time.sleep(1.5)  # past the daemon's idle stop: a registered run with no nodes keeps it
+        assert _port_free(port) and _registry(tmp_path)["daemon"] == daemon
+        with member:
+            assert _registry(tmp_path)["daemon"] == daemon  # the warmed daemon, not a second one
+            status, body = _get(port, "/node.ipxe?mac=52:54:00:dd:00:02")
+            assert status == 200 and b"Talos installer for w1" in body
+    finally:
+        member.leave()
+    deadline = time.monotonic() + 10
+    while _registry(tmp_path)["daemon"] is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _registry(tmp_path)["daemon"] is None and _port_free(port)
