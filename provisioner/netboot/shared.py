@@ -101,9 +101,17 @@ class SharedNetboot(contextlib.AbstractContextManager["SharedNetboot"]):
         """Register this run with no nodes yet, starting the daemon if none runs: it loads while
         the run does other work, and ``__enter__`` later finds it ready to serve. A run that
         never enters leaves with ``leave`` (or by dying: its pid drops out)."""
+        self._register(None)
+
+    def _register(self, names: list[str] | None) -> None:
+        """This run in the registry with ``names`` (None: as it is, or with none yet), and a
+        daemon started if none runs."""
         with locked(self.lock):
             reg = _read(self.registry)
-            reg["users"].setdefault(self.me, [])
+            if names is None:
+                reg["users"].setdefault(self.me, [])
+            else:
+                reg["users"][self.me] = names
             if reg["daemon"] is None:
                 reg["daemon"], reg["served"] = self._spawn(), []
                 self.started_daemon = True
@@ -111,13 +119,7 @@ class SharedNetboot(contextlib.AbstractContextManager["SharedNetboot"]):
 
     def __enter__(self) -> SharedNetboot:
         names = sorted(n.name for n in self.nodes)
-        with locked(self.lock):
-            reg = _read(self.registry)
-            reg["users"][self.me] = names
-            if reg["daemon"] is None:
-                reg["daemon"], reg["served"] = self._spawn(), []
-                self.started_daemon = True
-            _write(self.registry, reg)
+        self._register(names)
         deadline = time.monotonic() + self.timeout
         while True:
             with locked(self.lock):
